@@ -14,9 +14,7 @@ from collections.abc import Sequence
 
 from relabel.errors import RelabelError
 
-SUBCOMMAND_MODULES = (
-    "relabel.commands.rank",
-)
+SUBCOMMAND_MODULES = ("relabel.commands.rank",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,7 +146,9 @@ def validate_training_data(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     if X.ndim != 2:
         raise InputError(f"X must be a 2-D array (n items × d features); got shape {X.shape}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise InputError(f"y must have one label per row of X: X has {X.shape[0]} rows, y has shape {y.shape}")
+        raise InputError(
+            f"y must have one label per row of X: X has {X.shape[0]} rows, y has shape {y.shape}"
+        )
     bad = np.argwhere(~np.isfinite(X))
     if bad.size:
         row, column = bad[0]

@@ -121,7 +121,9 @@ class SuspicionScorer:
         progress: bool = False,
     ) -> None:
         if isinstance(model, str) and model not in MODEL_NAMES:
-            raise InputError(f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)} or pass an nn.Module")
+            raise InputError(
+                f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)} or pass an nn.Module"
+            )
         if solver not in SOLVER_NAMES:
             raise InputError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVER_NAMES)}")
         if solver == "exact" and model != "logistic":
@@ -177,10 +179,16 @@ class SuspicionScorer:
 
     def _fit_logistic(self, X: np.ndarray, n_classes: int) -> LogisticFit:
         with tqdm(total=1, desc="fit logistic", disable=not self.progress, leave=False) as bar:
-            fit = fit_logistic(X, self.y, n_classes, l2=self.l2, gradient_tolerance=self.gradient_tolerance or 1e-8)
+            fit = fit_logistic(
+                X, self.y, n_classes, l2=self.l2, gradient_tolerance=self.gradient_tolerance or 1e-8
+            )
             bar.update(1)
         self.fit_summary = FitSummary(
-            "logistic", fit.gradient_norm, fit.objective, fit.lbfgs_iterations + fit.newton_steps, fit.n_parameters
+            "logistic",
+            fit.gradient_norm,
+            fit.objective,
+            fit.lbfgs_iterations + fit.newton_steps,
+            fit.n_parameters,
         )
         return fit
 
@@ -196,7 +204,9 @@ class SuspicionScorer:
         if self.model == "cnn":
             if X.ndim == 2:
                 if self.image_shape is None:
-                    raise InputError("model='cnn' needs images (n, C, H, W) or image_shape=(C, H, W) for flat rows")
+                    raise InputError(
+                        "model='cnn' needs images (n, C, H, W) or image_shape=(C, H, W) for flat rows"
+                    )
                 X = X.reshape(len(X), *self.image_shape)
             elif X.ndim == 3:
                 X = X[:, None]
@@ -221,7 +231,10 @@ class SuspicionScorer:
         tolerance = self.gradient_tolerance or 1e-5
         if self.train_model:
             with tqdm(
-                total=self.max_training_iterations, desc=f"train {name}", disable=not self.progress, leave=False
+                total=self.max_training_iterations,
+                desc=f"train {name}",
+                disable=not self.progress,
+                leave=False,
             ) as bar:
 
                 def advance(iterations: int, gradient_norm: float) -> None:
@@ -230,23 +243,34 @@ class SuspicionScorer:
                     bar.refresh()
 
                 report = train_to_stationary_point(
-                    module, inputs, targets, weight_decay=self.l2, loss_fn=self.loss_fn,
-                    gradient_tolerance=tolerance, max_iterations=self.max_training_iterations, progress=advance,
+                    module,
+                    inputs,
+                    targets,
+                    weight_decay=self.l2,
+                    loss_fn=self.loss_fn,
+                    gradient_tolerance=tolerance,
+                    max_iterations=self.max_training_iterations,
+                    progress=advance,
                 )
             self.fit_summary = FitSummary(
-                name, report.gradient_norm, report.objective, report.iterations,
+                name,
+                report.gradient_norm,
+                report.objective,
+                report.iterations,
                 sum(p.numel() for p in module.parameters()),
             )
         else:
-            self.fit_summary = FitSummary(name, float("nan"), float("nan"), 0, sum(p.numel() for p in module.parameters()))
+            self.fit_summary = FitSummary(
+                name, float("nan"), float("nan"), 0, sum(p.numel() for p in module.parameters())
+            )
         return module
 
     def _torch_objective(self) -> TorchObjective:
         objective = TorchObjective(
             self.module,
-            self._torch_inputs() if self.model != "logistic" else torch.as_tensor(
-                self.X.reshape(len(self.X), -1), dtype=torch.float64, device=self.device
-            ),
+            self._torch_inputs()
+            if self.model != "logistic"
+            else torch.as_tensor(self.X.reshape(len(self.X), -1), dtype=torch.float64, device=self.device),
             torch.as_tensor(self.y, device=self.device),
             weight_decay=self.l2,
             loss_fn=self.loss_fn,
@@ -263,12 +287,14 @@ class SuspicionScorer:
         if self._solver is None:
             if self.solver_name == "exact":
                 gradients = LogisticGradients(self.X.reshape(len(self.X), -1), self.y, self.logistic_fit)
-                with tqdm(total=gradients.n_items, desc="Hessian", disable=not self.progress, leave=False) as bar:
-                    self._solver = ExactLogisticSolver(gradients, self.chunk_size, hessian_progress=bar.update)
+                with tqdm(
+                    total=gradients.n_items, desc="Hessian", disable=not self.progress, leave=False
+                ) as bar:
+                    self._solver = ExactLogisticSolver(
+                        gradients, self.chunk_size, hessian_progress=bar.update
+                    )
             else:
-                self._solver = LissaSolver(
-                    self.objective, self.lissa_config, convex=self.model == "logistic"
-                )
+                self._solver = LissaSolver(self.objective, self.lissa_config, convex=self.model == "logistic")
         return self._solver
 
     def scores(self, methods: Sequence[str] = ("self_influence", "loss")) -> pd.DataFrame:

@@ -117,8 +117,13 @@ def train_to_stationary_point(
         if norm == previous and norm > gradient_tolerance:
             # L-BFGS made no progress (line search stalled): restart its memory once more.
             optimizer = torch.optim.LBFGS(
-                parameters, lr=1.0, max_iter=20, history_size=50, tolerance_grad=gradient_tolerance / 10,
-                tolerance_change=1e-15, line_search_fn="strong_wolfe",
+                parameters,
+                lr=1.0,
+                max_iter=20,
+                history_size=50,
+                tolerance_grad=gradient_tolerance / 10,
+                tolerance_change=1e-15,
+                line_search_fn="strong_wolfe",
             )
     optimizer.zero_grad()
     if norm > gradient_tolerance:

@@ -82,9 +82,10 @@ def logistic_hessian(
             progress(len(rows))
     hessian /= n
     upper = np.triu_indices(n_classes, k=1)
-    for k, l in zip(*upper, strict=True):
-        block = hessian[k * width : (k + 1) * width, l * width : (l + 1) * width]
-        hessian[l * width : (l + 1) * width, k * width : (k + 1) * width] = block.T
+    for row_class, column_class in zip(*upper, strict=True):
+        rows = slice(row_class * width, (row_class + 1) * width)
+        columns = slice(column_class * width, (column_class + 1) * width)
+        hessian[columns, rows] = hessian[rows, columns].T
     hessian[np.diag_indices(p)] += l2
     return hessian
 

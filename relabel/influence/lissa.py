@@ -90,7 +90,11 @@ class LissaDiagnostics:
 
 
 def _power_iteration(
-    apply: Callable[[torch.Tensor], torch.Tensor], dimension: int, iterations: int, generator: torch.Generator, like: torch.Tensor
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    dimension: int,
+    iterations: int,
+    generator: torch.Generator,
+    like: torch.Tensor,
 ) -> float:
     """Dominant eigenvalue (Rayleigh quotient) of the symmetric operator ``apply`` by power iteration."""
     vector = torch.randn(dimension, generator=generator, dtype=like.dtype).to(like.device)
@@ -152,10 +156,7 @@ class LissaSolver(InfluenceSolver):
             lambda v: largest * v - self._full_hvp(v), p, config.power_iterations, self.generator, like
         )
         smallest = largest - shifted
-        if config.damping is not None:
-            damping = float(config.damping)
-        else:
-            damping = 0.0 if convex else 0.01 * largest
+        damping = float(config.damping) if config.damping is not None else 0.0 if convex else 0.01 * largest
         if smallest + damping <= 0:
             raise ConvergenceError(
                 f"H + δI is not positive definite: smallest Hessian eigenvalue ≈ {smallest:.3g} with "
@@ -200,7 +201,9 @@ class LissaSolver(InfluenceSolver):
                     f"δ = {damping:.3g}); H_B + δI is not positive definite or s is too small: raise damping "
                     "or scale, or use a larger batch_size"
                 )
-            column_change = torch.linalg.vector_norm(updated - current, dim=1) / updated_norms.clamp_min(1e-300)
+            column_change = torch.linalg.vector_norm(updated - current, dim=1) / updated_norms.clamp_min(
+                1e-300
+            )
             estimate[active] = updated
             change[active] = column_change
             still_moving = column_change > config.tolerance

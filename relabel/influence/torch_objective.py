@@ -36,7 +36,9 @@ def select_parameter_names(model: nn.Module, subset: Sequence[str] | None) -> li
     names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     if subset is None:
         return names
-    chosen = [name for name in names if any(name == s or name.startswith(s.rstrip(".") + ".") for s in subset)]
+    chosen = [
+        name for name in names if any(name == s or name.startswith(s.rstrip(".") + ".") for s in subset)
+    ]
     if not chosen:
         raise InputError(f"no model parameter matches {list(subset)}; the model's parameters are {names}")
     return chosen
@@ -145,7 +147,9 @@ class TorchObjective:
 
         return apply
 
-    def hessian_vector_products(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def hessian_vector_products(
+        self, vectors: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """H_B v + λ v for each row v of ``vectors`` (m, p); see :meth:`hessian_operator`."""
         return self.hessian_operator(rows)(vectors)
 
