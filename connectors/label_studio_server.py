@@ -57,9 +57,9 @@ def find_free_port(host: str = HOST) -> int:
 def ensure_label_studio_installed(venv_dir: Path, version_spec: str = "label-studio") -> Path:
     """Create ``venv_dir`` with ``python3 -m venv`` and ``pip install label-studio`` if it lacks the server.
 
-    Label Studio pins its own Django/pydantic versions, so it lives in its own virtual environment rather than
-    in the project's. Returns the path of the ``label-studio`` executable. Raises ConnectorError (with the tail
-    of pip's output) if the installation fails.
+    Label Studio pins its own Django/pydantic versions, so it lives in its own virtual environment rather
+    than in the project's. Returns the path of the ``label-studio`` executable. Raises ConnectorError (with
+    the tail of pip's output) if the installation fails.
     """
     venv_dir = Path(venv_dir)
     executable = venv_dir / "bin" / "label-studio"
@@ -201,13 +201,13 @@ class LocalLabelStudio:
             if self._healthy(live_port):
                 if not self.reuse:
                     raise ConnectorError(
-                        f"A Label Studio server (pid {state['pid']}, port {live_port}) already serves data dir "
-                        f"{self.data_dir}; pass reuse=True to use it, or stop it first"
+                        f"A Label Studio server (pid {state['pid']}, port {live_port}) already serves "
+                        f"data dir {self.data_dir}; pass reuse=True to use it, or stop it first"
                     )
                 if self.port is not None and self.port != live_port:
                     raise ConnectorError(
-                        f"The Label Studio server for {self.data_dir} runs on port {live_port}, not {self.port}; "
-                        "stop it or ask for that port"
+                        f"The Label Studio server for {self.data_dir} runs on port {live_port}, "
+                        f"not {self.port}; stop it or ask for that port"
                     )
                 self.port = live_port
                 self.pid = int(state["pid"])
@@ -338,7 +338,8 @@ class LocalLabelStudio:
     def login_session(self) -> requests.Session:
         """A requests.Session logged in as the admin through the web login form (cookie auth).
 
-        Unsafe methods need the CSRF header; the session carries ``X-CSRFToken`` and a same-origin ``Referer``.
+        Unsafe methods need the CSRF header; the session carries ``X-CSRFToken`` and a same-origin
+        ``Referer``.
         """
         session = requests.Session()
         login_url = f"{self.url}/user/login/"
@@ -356,7 +357,8 @@ class LocalLabelStudio:
             raise ConnectorError(f"Could not reach Label Studio at {self.url} to log in: {error}") from error
         if response.status_code != 302 or "/user/login" in response.headers.get("Location", ""):
             raise ConnectorError(
-                f"Logging in to Label Studio at {self.url} as {self.username} failed (HTTP {response.status_code})"
+                f"Logging in to Label Studio at {self.url} as {self.username} failed "
+                f"(HTTP {response.status_code})"
             )
         session.headers.update(
             {"X-CSRFToken": session.cookies.get("csrftoken", ""), "Referer": f"{self.url}/"}
@@ -373,7 +375,7 @@ class LocalLabelStudio:
 
     @property
     def legacy_token(self) -> str:
-        """The admin's legacy API token (``Authorization: Token …``), with legacy tokens enabled for the org."""
+        """The admin's legacy API token (``Authorization: Token …``), legacy tokens enabled for the org."""
         if not self._legacy_enabled:
             if not self._legacy_token_works():
                 session = self.login_session()
@@ -393,8 +395,8 @@ class LocalLabelStudio:
     def personal_access_token(self) -> str:
         """A Personal Access Token (JWT refresh token) for the admin, minted once and kept in the state file.
 
-        LS allows one live PAT per user (a second ``POST /api/token/`` answers 409), so the first one minted for
-        this data dir is stored and returned on every later call, across restarts and ``reuse``.
+        LS allows one live PAT per user (a second ``POST /api/token/`` answers 409), so the first one minted
+        for this data dir is stored and returned on every later call, across restarts and ``reuse``.
         """
         if self._personal_access_token:
             return self._personal_access_token
