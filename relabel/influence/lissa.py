@@ -197,9 +197,9 @@ class LissaSolver(InfluenceSolver):
             updated_norms = torch.linalg.vector_norm(updated, dim=1)
             if (updated_norms > norm_bound[active]).any():
                 raise ConvergenceError(
-                    f"LiSSA diverged at iteration {iteration}: ‖h‖ passed the bound s‖v‖/λ_min (s = {scale:.3g}, "
-                    f"δ = {damping:.3g}); H_B + δI is not positive definite or s is too small: raise damping "
-                    "or scale, or use a larger batch_size"
+                    f"LiSSA diverged at iteration {iteration}: ‖h‖ passed the bound s‖v‖/λ_min "
+                    f"(s = {scale:.3g}, δ = {damping:.3g}); H_B + δI is not positive definite "
+                    "or s too small: raise damping or scale, or use a larger batch_size"
                 )
             column_change = torch.linalg.vector_norm(updated - current, dim=1) / updated_norms.clamp_min(
                 1e-300
