@@ -60,15 +60,16 @@ from __future__ import annotations
 
 import json
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import requests
 from tqdm.auto import tqdm
 
+from connectors.label_studio import parse_labeling_config
 from relabel.errors import ConnectorError, InputError, RelabelError
 
 MODEL_VERSION_PREFIX = "relabel-"
@@ -102,16 +103,16 @@ PARALLEL_REQUESTS = 2
 
 
 class LabelStudioRequester(Protocol):
-    """What this module needs from a connector: the server's base URL and one authenticated request call.
+    """What this module needs from a connector (:class:`connectors.label_studio.LabelStudioConnector`).
 
-    ``request(method, path, **kwargs)`` sends ``method`` to ``url + path`` with the connector's credentials
-    (``kwargs`` as for ``requests``: ``params``, ``json``), returns the decoded JSON body (``None`` for an
-    empty body) and raises :class:`ConnectorError` with a one-line message on any failure.
+    ``url``: the server's base URL. ``request(method, path, **kwargs)`` sends one authenticated request to
+    ``url + path`` (``kwargs`` as for ``requests``: ``params``, ``json``), returns the ``requests.Response``
+    and raises :class:`ConnectorError` with a one-line, token-free message on any failure.
     """
 
     url: str
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response: ...
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -220,12 +221,23 @@ class UndoResult:
 
 
 @dataclass(frozen=True)
-class ChoicesControl:
+class LabelTarget:
     """The Choices control relabel writes to: its name, the object it labels, and its class list."""
 
     name: str
     to_name: str
     classes: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, label_config: str, control: str | None = None) -> LabelTarget:
+        """The single-choice Choices control of a labeling config (the one named ``control`` if given).
+
+        Parsing and the refusal of unsupported configs are the connector's
+        (:meth:`connectors.label_studio.LabelingConfig.classification_target`), so push reads a project
+        exactly the way pull does.
+        """
+        target = parse_labeling_config(label_config).classification_target(control)
+        return cls(name=target.control.name, to_name=target.object_tag.name, classes=tuple(target.classes))
 
     def result(self, label: str, region_id: str | None = None) -> list[dict[str, Any]]:
         """A Label Studio ``result`` list choosing ``label``."""
@@ -270,43 +282,6 @@ def normalised_suspicion(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     order = np.sort(filled)
     below = np.searchsorted(order, filled, side="left")
     return below / (n - 1)
-
-
-def choices_control(label_config: str, control: str | None = None) -> ChoicesControl:
-    """Find the single-choice ``Choices`` control of a labeling config (the one named ``control`` if given).
-
-    Raises InputError naming the config's Choices tags when there is none, several and no ``control``, or the
-    named one does not exist.
-    """
-    try:
-        root = ET.fromstring(label_config)
-    except ET.ParseError as error:
-        raise InputError(f"The project's labeling config is not valid XML: {error}") from error
-    controls = [element for element in root.iter() if element.tag == "Choices"]
-    names = [element.get("name", "?") for element in controls]
-    if control is not None:
-        controls = [element for element in controls if element.get("name") == control]
-        if not controls:
-            raise InputError(
-                f"The labeling config has no Choices control named {control!r}; its Choices controls are: "
-                f"{', '.join(names) or 'none'}"
-            )
-    if not controls:
-        tags = sorted({element.tag for element in root.iter() if element.tag != "View"})
-        raise InputError(
-            f"The labeling config has no Choices control (its tags: {', '.join(tags)}); relabel needs one"
-        )
-    if len(controls) > 1:
-        raise InputError(
-            f"The labeling config has several Choices controls ({', '.join(names)}); name one with --control"
-        )
-    element = controls[0]
-    classes = tuple(
-        choice.get("value") or choice.get("alias") or ""
-        for choice in element.iter()
-        if choice.tag == "Choice"
-    )
-    return ChoicesControl(name=element.get("name", ""), to_name=element.get("toName", ""), classes=classes)
 
 
 def review_marker(source_project_id: int) -> str:
@@ -392,7 +367,17 @@ class ReviewQueue:
         return str(self.connector.url).rstrip("/")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.connector.request(method, path, **kwargs)
+        """One request through the connector; the decoded JSON body, or None when the body is empty."""
+        response = self.connector.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ConnectorError(
+                f"Label Studio answered {method} {path} with non-JSON content; "
+                "is the URL the server's base URL?"
+            ) from None
 
     def _bar(self, total: int, description: str) -> tqdm:
         return tqdm(total=total, desc=description, unit="item", disable=not self.progress, leave=False)
@@ -495,7 +480,7 @@ class ReviewQueue:
             raise InputError("each task may be flagged only once per push")
         started = time.perf_counter()
         project = self.project(project_id)
-        control_spec = choices_control(project.get("label_config") or "", control)
+        control_spec = LabelTarget.from_config(project.get("label_config") or "", control)
         unknown = sorted({item.suggested for item in items} - set(control_spec.classes))
         if unknown:
             raise InputError(
@@ -510,7 +495,7 @@ class ReviewQueue:
         return result
 
     def _push_view(
-        self, project_id: int, items: Sequence[FlaggedItem], method: str, control: ChoicesControl
+        self, project_id: int, items: Sequence[FlaggedItem], method: str, control: LabelTarget
     ) -> PushResult:
         model_version = f"{MODEL_VERSION_PREFIX}{method}"
         result = PushResult(mode="view", project_id=project_id, n_flagged=len(items), url="")
@@ -638,7 +623,7 @@ class ReviewQueue:
         project_id: int,
         project: dict[str, Any],
         items: Sequence[FlaggedItem],
-        control: ChoicesControl,
+        control: LabelTarget,
     ) -> PushResult:
         result = PushResult(mode="project", project_id=project_id, n_flagged=len(items), url="")
         review = self.find_review_project(project_id)
@@ -727,8 +712,15 @@ class ReviewQueue:
             {key: (task.get("data") or {}).get(key) for key in RELABEL_DATA_KEYS} for task in untouched_sorted
         ]
         wanted_queue = [{key: task["data"].get(key) for key in RELABEL_DATA_KEYS} for task in wanted_tasks]
-        if current_queue == wanted_queue:
+        if current_queue == wanted_queue[: len(current_queue)]:
+            # The queue so far is a prefix of the wanted one: keep it and append the rest.
             result.review_tasks_kept = len(untouched_sorted)
+            remainder = wanted_tasks[len(current_queue) :]
+            with self._bar(len(remainder), "push review tasks") as bar:
+                for chunk in _chunks(remainder, TASK_IMPORT_CHUNK):
+                    self._request("POST", f"/api/projects/{review_id}/import", json=list(chunk))
+                    bar.update(len(chunk))
+            result.review_tasks_created = len(remainder)
         else:
             self._delete_tasks(review_id, [int(task["id"]) for task in untouched_sorted])
             result.review_tasks_removed = len(untouched_sorted)
@@ -748,7 +740,7 @@ class ReviewQueue:
         return result
 
     @staticmethod
-    def _current_label(task: dict[str, Any], control: ChoicesControl) -> str | None:
+    def _current_label(task: dict[str, Any], control: LabelTarget) -> str | None:
         """The label of the most recently updated valid annotation of an exported task (None if none)."""
         annotations = [a for a in task.get("annotations") or [] if _annotation_is_valid(a)]
         annotations.sort(key=lambda a: (str(a.get("updated_at") or ""), int(a.get("id") or 0)))
@@ -777,7 +769,7 @@ class ReviewQueue:
         review_id = int(review["id"])
         result = SyncResult(source_project_id=source_project_id, review_project_id=review_id)
         source_project = self.project(source_project_id)
-        control_spec = choices_control(source_project.get("label_config") or "", control)
+        control_spec = LabelTarget.from_config(source_project.get("label_config") or "", control)
 
         decisions: list[tuple[int, dict[str, Any], str, dict[str, Any]]] = []
         for task in self._export(review_id):
@@ -956,13 +948,12 @@ __all__ = [
     "MODEL_VERSION_PREFIX",
     "REVIEW_TITLE_SUFFIX",
     "VIEW_TITLE",
-    "ChoicesControl",
     "FlaggedItem",
+    "LabelTarget",
     "PushResult",
     "ReviewQueue",
     "SyncResult",
     "UndoResult",
-    "choices_control",
     "flagged_items",
     "normalised_suspicion",
     "push_review_queue",
