@@ -1,0 +1,57 @@
+"""``relabel sync``: copy reviewers' decisions from the review project back to the source project."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from relabel.commands.audit import CONNECTION_HELP, add_connection_arguments, connector_from_args
+
+SYNC_EPILOG = (
+    """
+examples:
+  relabel audit --project 3 --queue project   # creates "<title> — relabel review"
+  # ... reviewers label the review project in Label Studio ...
+  relabel sync --project 3                    # copies their decisions into project 3
+
+Each reviewed task's decision (the reviewer's latest submitted, non-skipped annotation) becomes a NEW
+annotation on the source task, credited to the reviewer. Existing annotations are never edited or
+deleted, and running sync again adds nothing that is already there.
+"""
+    + CONNECTION_HELP
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``sync`` subcommand."""
+    parser = subparsers.add_parser(
+        "sync",
+        help="copy review-project decisions back to the source project as new annotations",
+        description=(
+            "Read the reviewers' decisions in the relabel review project of --project and record them in "
+            "that project as new annotations; report how many tasks were reviewed and how many labels "
+            "reviewers changed."
+        ),
+        epilog=SYNC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_arguments(parser)
+    parser.add_argument("--control", metavar="NAME", help="the <Choices> control, when there are several")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel sync``; returns the exit code."""
+    from connectors.label_studio_queue import sync_review_decisions
+
+    connector = connector_from_args(args)
+    result = sync_review_decisions(
+        connector,
+        args.project,
+        control=args.control,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(result.summary())
+    return 0

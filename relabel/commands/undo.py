@@ -1,0 +1,50 @@
+"""``relabel undo``: remove everything relabel added to a Label Studio project, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from relabel.commands.audit import CONNECTION_HELP, add_connection_arguments, connector_from_args
+
+UNDO_EPILOG = (
+    """
+examples:
+  relabel undo --project 3
+  relabel undo --project 3 --force   # also when the review project holds decisions not yet synced
+
+Removed: predictions whose model_version starts with "relabel-", Data Manager tabs titled
+"relabel: review queue", and the project's relabel review project. Annotations are not touched.
+Without --force, undo refuses to delete a review project whose decisions were not yet copied back
+with `relabel sync`.
+"""
+    + CONNECTION_HELP
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``undo`` subcommand."""
+    parser = subparsers.add_parser(
+        "undo",
+        help="remove relabel's predictions, review view and review project from a project",
+        description="Remove everything relabel added to --project (and nothing else).",
+        epilog=UNDO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_arguments(parser)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the review project even if it holds reviewer decisions not yet synced",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel undo``; returns the exit code."""
+    from connectors.label_studio_queue import undo_relabel
+
+    connector = connector_from_args(args)
+    result = undo_relabel(connector, args.project, force=args.force)
+    print(result.summary())
+    return 0
