@@ -1,0 +1,196 @@
+"""Featurizers: raw inputs of one kind (text, image, tabular) -> a float64 feature matrix.
+
+Every featurizer has the same two methods:
+
+* ``fit_transform(inputs) -> np.ndarray`` of shape ``(n_items, n_features)``, dtype float64: learn what it
+  needs from ``inputs`` (vocabulary, column means) and return their features;
+* ``transform(inputs)``: features of new inputs with what was learned (raises InputError before a fit,
+  for featurizers that learn something).
+
+All of them are deterministic: the same inputs give the same matrix, bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from relabel.errors import InputError
+
+
+class TextTfidfFeaturizer:
+    """TF-IDF of word unigrams (scikit-learn ``TfidfVectorizer``), as a dense matrix.
+
+    Output: ``(n_texts, n_terms)`` float64, ``n_terms <= max_features`` (the most frequent terms of the fit
+    texts, ties broken alphabetically); each row is L2-normalised (unit length; an empty text gives a
+    zero row).
+    """
+
+    def __init__(self, max_features: int = 5000, lowercase: bool = True, sublinear_tf: bool = True) -> None:
+        self.max_features = max_features
+        self.lowercase = lowercase
+        self.sublinear_tf = sublinear_tf
+        self._vectorizer: Any = None
+
+    def _check(self, inputs: Sequence[str]) -> list[str]:
+        texts = list(inputs)
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"Text input {position} is a {type(text).__name__}, not a string")
+        return texts
+
+    def fit_transform(self, inputs: Sequence[str]) -> np.ndarray:
+        """Learn the vocabulary and IDF weights from ``inputs``; return ``(n, n_terms)`` float64."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = self._check(inputs)
+        self._vectorizer = TfidfVectorizer(
+            max_features=self.max_features,
+            lowercase=self.lowercase,
+            sublinear_tf=self.sublinear_tf,
+            dtype=np.float64,
+        )
+        try:
+            matrix = self._vectorizer.fit_transform(texts)
+        except ValueError as error:  # empty vocabulary: only stop words / empty strings
+            raise InputError(f"Cannot build text features: {error}; the texts hold no words") from None
+        return np.asarray(matrix.toarray(), dtype=np.float64)
+
+    def transform(self, inputs: Sequence[str]) -> np.ndarray:
+        """Features of ``inputs`` with the fitted vocabulary; ``(n, n_terms)`` float64."""
+        if self._vectorizer is None:
+            raise InputError("TextTfidfFeaturizer.transform called before fit_transform")
+        return np.asarray(self._vectorizer.transform(self._check(inputs)).toarray(), dtype=np.float64)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The term of each output column (after a fit)."""
+        if self._vectorizer is None:
+            return []
+        return [str(name) for name in self._vectorizer.get_feature_names_out()]
+
+
+class ImagePixelFeaturizer:
+    """Images (encoded files as bytes) -> resized pixel values in [0, 1].
+
+    Each image is decoded with Pillow, converted to grayscale (``"L"``, C=1) or RGB (C=3), resized to
+    ``size = (width, height)`` with bilinear filtering, and scaled from 0..255 to 0..1.
+
+    * :meth:`image_arrays`: ``(n, C, H, W)`` float64, for a CNN;
+    * :meth:`fit_transform` / :meth:`transform`: the same values flattened to ``(n, C*H*W)`` float64 (channel,
+      then row, then column), for the logistic model. Nothing is learned: both give the same result.
+    """
+
+    def __init__(self, size: tuple[int, int] = (8, 8), grayscale: bool = True) -> None:
+        width, height = size
+        if width < 1 or height < 1:
+            raise InputError(f"Image size must be positive, got {size}")
+        self.size = (int(width), int(height))
+        self.grayscale = grayscale
+
+    @property
+    def n_channels(self) -> int:
+        """C: 1 for grayscale, 3 for RGB."""
+        return 1 if self.grayscale else 3
+
+    def image_arrays(self, inputs: Sequence[bytes]) -> np.ndarray:
+        """``(n, C, H, W)`` float64 pixel values in [0, 1]."""
+        from PIL import Image, UnidentifiedImageError
+
+        width, height = self.size
+        arrays = np.empty((len(inputs), self.n_channels, height, width), dtype=np.float64)
+        for position, content in enumerate(inputs):
+            try:
+                with Image.open(io.BytesIO(content)) as image:
+                    converted = image.convert("L" if self.grayscale else "RGB")
+                    resized = converted.resize(self.size, resample=Image.Resampling.BILINEAR)
+                    pixels = np.asarray(resized, dtype=np.float64) / 255.0
+            except (UnidentifiedImageError, OSError, TypeError, ValueError) as error:
+                raise InputError(
+                    f"Image input {position} cannot be decoded ({type(error).__name__})"
+                ) from None
+            arrays[position] = pixels[np.newaxis] if self.grayscale else pixels.transpose(2, 0, 1)
+        return arrays
+
+    def fit_transform(self, inputs: Sequence[bytes]) -> np.ndarray:
+        """``(n, C*H*W)`` float64 pixel values in [0, 1]."""
+        return self.transform(inputs)
+
+    def transform(self, inputs: Sequence[bytes]) -> np.ndarray:
+        """``(n, C*H*W)`` float64 pixel values in [0, 1]."""
+        arrays = self.image_arrays(inputs)
+        return arrays.reshape(len(arrays), -1)
+
+
+class TabularStandardizer:
+    """Numeric columns -> zero mean, unit variance per column (population standard deviation, ddof=0).
+
+    Output: ``(n_rows, n_columns)`` float64 in standard-deviation units. A column that is constant in the fit
+    data maps to 0 everywhere. ``transform`` uses the fit's means and deviations and requires the same columns
+    (by name when the inputs are DataFrames).
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.columns_: list[str] | None = None
+
+    def _matrix(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
+        if isinstance(inputs, pd.DataFrame):
+            if self.columns_ is not None and list(map(str, inputs.columns)) != self.columns_:
+                raise InputError(
+                    f"Tabular columns {list(map(str, inputs.columns))} differ from the fitted ones "
+                    f"{self.columns_}"
+                )
+            try:
+                matrix = inputs.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError("Tabular inputs hold non-numeric values") from None
+        else:
+            matrix = np.asarray(inputs, dtype=np.float64)
+        if matrix.ndim != 2:
+            raise InputError(f"Tabular inputs must be 2-D (rows x columns), got shape {matrix.shape}")
+        if not np.isfinite(matrix).all():
+            row, column = np.argwhere(~np.isfinite(matrix))[0]
+            raise InputError(
+                f"Tabular input row {row}, column {column} is {matrix[row, column]}; need finite numbers"
+            )
+        return matrix
+
+    def fit_transform(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Learn per-column mean and standard deviation; return the standardized ``(n, d)`` float64 matrix."""
+        self.columns_ = None
+        matrix = self._matrix(inputs)
+        self.columns_ = list(map(str, inputs.columns)) if isinstance(inputs, pd.DataFrame) else None
+        self.mean_ = matrix.mean(axis=0)
+        deviation = matrix.std(axis=0)
+        constant = deviation <= 1e-12 * np.maximum(1.0, np.abs(self.mean_))
+        self.scale_ = np.where(constant, np.inf, deviation)  # x / inf = 0: constant columns become 0
+        return self.transform(inputs)
+
+    def transform(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """``(x - mean) / std`` per column with the fitted statistics; ``(n, d)`` float64."""
+        if self.mean_ is None or self.scale_ is None:
+            raise InputError("TabularStandardizer.transform called before fit_transform")
+        matrix = self._matrix(inputs)
+        if matrix.shape[1] != len(self.mean_):
+            raise InputError(f"Tabular inputs have {matrix.shape[1]} columns; the fit had {len(self.mean_)}")
+        return (matrix - self.mean_) / self.scale_
+
+
+Featurizer = TextTfidfFeaturizer | ImagePixelFeaturizer | TabularStandardizer
+
+
+def featurizer_for(kind: str, **options: Any) -> Featurizer:
+    """The featurizer for an input kind: ``"text"``, ``"image"`` or ``"tabular"``; ``options`` go to it."""
+    classes = {"text": TextTfidfFeaturizer, "image": ImagePixelFeaturizer, "tabular": TabularStandardizer}
+    if kind not in classes:
+        raise InputError(f"Unknown input kind {kind!r}; expected one of {', '.join(classes)}")
+    try:
+        return classes[kind](**options)
+    except TypeError as error:
+        raise InputError(f"Bad options for the {kind} featurizer: {error}") from None
