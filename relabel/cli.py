@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 from relabel.errors import RelabelError
 
-SUBCOMMAND_MODULES = ("relabel.commands.rank",)
+SUBCOMMAND_MODULES = (
+    "relabel.commands.rank",
+    "relabel.commands.audit",
+    "relabel.commands.sync",
+    "relabel.commands.undo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
