@@ -113,7 +113,7 @@ def featurize(dataset: LabeledDataset, model: str, image_size: int | None = None
 
     options: dict[str, Any] = {}
     if image_size is not None and dataset.kind == "image":
-        options["size"] = int(image_size)
+        options["size"] = (int(image_size), int(image_size))
     featurizer = featurizer_for(dataset.kind, **options)
     if model == "cnn":
         if dataset.kind != "image":
