@@ -19,6 +19,8 @@ SUBCOMMAND_MODULES = (
     "relabel.commands.audit",
     "relabel.commands.sync",
     "relabel.commands.undo",
+    "relabel.commands.compare",
+    "relabel.commands.explain",
 )
 
 

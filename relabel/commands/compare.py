@@ -1,0 +1,169 @@
+"""``relabel compare``: does self-influence find label errors better than sorting by loss, on this data?
+
+See :mod:`relabel.comparison` for the protocol and the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relabel.errors import InputError
+
+EPILOG = """
+examples:
+  relabel compare --dataset digits --noise uniform --rate 0.1 --seeds 0,1,2 --out reports/compare
+  relabel compare data.csv --label-column label --noise pair --rate 0.2 --out reports/compare
+  relabel compare data.csv --label-column label --error-column is_wrong --true-label-column fixed
+  relabel compare --url http://localhost:8080 --project 3 --noise uniform --rate 0.1
+
+what it writes (in --out):
+  comparison.csv           one row per method: mean and std over seeds of every metric
+  comparison_per_seed.csv  one row per (seed, method)
+  comparison_curves.csv    errors found vs fraction checked, per method (the plot's data)
+  comparison.png           fraction of errors found vs fraction of data checked (Koh & Liang, Fig. 6)
+
+metrics: found_at_Xpct = share of the errors among the top X % of the training items; auroc and
+average_precision of the score as an error detector; test_accuracy_fixed = held-out accuracy after the
+errors among the top --fix-fraction are given their true labels back and the model is refitted.
+"""
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """ "0,1,2" → (0, 1, 2); "0-4" → (0, 1, 2, 3, 4)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                start, end = part.split("-", 1)
+                seeds.extend(range(int(start), int(end) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise InputError(f"--seeds must be integers like 0,1,2 or 0-4; got {text!r}") from None
+    if not seeds:
+        raise InputError("--seeds is empty")
+    return tuple(seeds)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``compare`` subcommand."""
+    from relabel.commands.data_source import add_data_source_arguments
+    from relabel.comparison import COMPARISON_METHODS
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="measure how well each ranking method finds label errors (injected or known)",
+        description=(
+            "Rank the training items with every method (self_influence, loss, margin, confident_learning, "
+            "random), check them in rank order, and report how many label errors each finds: errors are "
+            "injected (--noise) or known (--error-column). Averages over seeds with their spread."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_data_source_arguments(parser, extra_columns=True)
+    errors = parser.add_argument_group("errors to find")
+    errors.add_argument(
+        "--noise",
+        choices=("uniform", "pair", "none"),
+        default=None,
+        help="inject flips: uniform (to any other class) or pair (class k → k+1 mod K); default: uniform "
+        "unless --error-column is given",
+    )
+    errors.add_argument(
+        "--rate", type=float, default=0.1, help="fraction of training labels flipped (default 0.1)"
+    )
+    errors.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 or 0-4 (default 0,1,2)")
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument(
+        "--methods",
+        default=",".join(COMPARISON_METHODS),
+        help=f"comma-separated methods (default: {','.join(COMPARISON_METHODS)})",
+    )
+    protocol.add_argument("--folds", type=int, default=5, help="k of the k-fold CV for confident_learning")
+    protocol.add_argument(
+        "--checked", default="0.05,0.1,0.2,0.3", help="fractions checked to report (default 0.05,0.1,0.2,0.3)"
+    )
+    protocol.add_argument(
+        "--fix-fraction", type=float, default=0.1, help="fraction checked before fix-and-refit (default 0.1)"
+    )
+    protocol.add_argument("--test-fraction", type=float, default=0.2, help="held-out test part (default 0.2)")
+    protocol.add_argument("--l2", type=float, default=1e-3, help="λ of the logistic model (default 1e-3)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("comparison"), help="output folder (default ./comparison)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel compare``; prints the summary table and the files written."""
+    from relabel.commands.data_source import load_items, truthy
+    from relabel.comparison import ComparisonConfig, compare_methods
+
+    noise = args.noise or ("none" if args.error_column else "uniform")
+    if noise != "none" and args.error_column:
+        raise InputError("give either --noise or --error-column, not both")
+    if noise == "none" and not args.error_column:
+        raise InputError("--noise none needs --error-column COL naming the known errors")
+    try:
+        checked = tuple(float(value) for value in args.checked.split(","))
+    except ValueError:
+        raise InputError(f"--checked must be fractions like 0.05,0.1; got {args.checked!r}") from None
+    config = ComparisonConfig(
+        methods=tuple(method.strip() for method in args.methods.split(",") if method.strip()),
+        noise=None if noise == "none" else noise,
+        rate=args.rate,
+        seeds=parse_seeds(args.seeds),
+        checked_fractions=checked,
+        fix_fraction=args.fix_fraction,
+        test_fraction=args.test_fraction,
+        cv_folds=args.folds,
+        l2=args.l2,
+        progress=not args.no_progress,
+    )
+    config.validate()
+    items = load_items(args, needed_columns=(args.error_column, args.true_label_column))
+    known_errors = true_labels = None
+    if config.noise is None:
+        if args.data is None:
+            raise InputError("--error-column needs a file (DATA)")
+        known_errors = truthy(items.columns[args.error_column])
+        if args.true_label_column:
+            lookup = {name: index for index, name in enumerate(items.classes)}
+            true_labels = items.y.copy()
+            for position in np.flatnonzero(known_errors):
+                raw = items.columns[args.true_label_column].iloc[position]
+                text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
+                if text not in lookup:
+                    raise InputError(
+                        f"item {items.ids[position]!r}: true label {raw!r} in {args.true_label_column!r} "
+                        "is not "
+                        f"one of the classes {items.classes}"
+                    )
+                true_labels[position] = lookup[text]
+        description = f"{items.description}; {int(known_errors.sum())} known errors"
+    else:
+        description = f"{items.description}; {config.noise} noise at rate {config.rate:g}"
+    description += f"; {len(config.seeds)} seed(s)"
+    result = compare_methods(
+        items.X,
+        items.y,
+        config,
+        n_classes=len(items.classes),
+        known_errors=known_errors,
+        true_labels=true_labels,
+        description=description,
+    )
+    paths = result.write(args.out)
+    print(description)
+    print(result.table())
+    for name, path in paths.items():
+        print(f"{name}: {path}", file=sys.stdout)
+    return 0
