@@ -122,7 +122,11 @@ def upload_files(
 
     Each file becomes one task whose data points at ``/data/upload/<project>/<name>``. Returns the task ids.
     """
-    multipart = [("file", (name, io.BytesIO(content), mime)) for name, content, mime in files]
+    # One form field per file: Label Studio reads request.FILES as a dict, so repeated names collapse to one.
+    multipart = [
+        (f"file{position}", (name, io.BytesIO(content), mime))
+        for position, (name, content, mime) in enumerate(files)
+    ]
     response = requests.post(
         f"{server.url}/api/projects/{project_id}/import",
         params={"return_task_ids": "true"},
