@@ -1,0 +1,348 @@
+"""The review queue against a real Label Studio server: push (view / project), re-run, sync, undo.
+
+Every test seeds its own project on the session's server (fixture ``label_studio``), so they are independent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from connectors.label_studio import LabelStudioConnector
+from connectors.label_studio_queue import (
+    CURRENT_LABEL_MODEL_VERSION,
+    REVIEW_TITLE_SUFFIX,
+    VIEW_TITLE,
+    FlaggedItem,
+    ReviewQueue,
+    flagged_items,
+    normalised_suspicion,
+    review_marker,
+)
+from relabel.errors import RelabelError
+from tests.label_studio_seeding import (
+    annotate,
+    choice_result,
+    create_draft,
+    create_project,
+    export_tasks,
+    import_tasks,
+    text_classification_config,
+    text_tasks,
+)
+
+CLASSES = ["pos", "neg", "meh"]
+
+
+def _get(server: Any, path: str, **params: Any) -> Any:
+    response = requests.get(
+        f"{server.url}{path}",
+        params=params,
+        headers={"Authorization": f"Token {server.legacy_token}"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:300]
+    return response.json()
+
+
+def _seed(server: Any, n_tasks: int = 30, title: str = "queue test") -> tuple[int, list[int]]:
+    """A text project with one annotation per task (labels cycle through CLASSES); returns (id, task ids)."""
+    project_id = create_project(server, text_classification_config(CLASSES), title=title)
+    labels = [CLASSES[i % len(CLASSES)] for i in range(n_tasks)]
+    task_ids = import_tasks(server, project_id, text_tasks([f"text {i}" for i in range(n_tasks)], labels))
+    return project_id, sorted(task_ids)
+
+
+def _items(task_ids: list[int], top: int, seed: int = 0) -> list[FlaggedItem]:
+    """Deterministic fake ranking: scores decrease with position; suggestions are the 'next' class."""
+    scores = [float(len(task_ids) - position + seed) for position in range(len(task_ids))]
+    current = [CLASSES[i % len(CLASSES)] for i in range(len(task_ids))]
+    suggested = [CLASSES[(i + 1) % len(CLASSES)] for i in range(len(task_ids))]
+    return flagged_items(task_ids, scores, suggested, current, top=top)
+
+
+def _relabel_predictions(server: Any, project_id: int) -> list[dict[str, Any]]:
+    predictions = _get(server, "/api/predictions/", project=project_id)
+    return [p for p in predictions if str(p["model_version"]).startswith("relabel-")]
+
+
+def _relabel_views(server: Any, project_id: int) -> list[dict[str, Any]]:
+    views = _get(server, "/api/dm/views/", project=project_id)
+    return [v for v in views if v["data"].get("title") == VIEW_TITLE]
+
+
+def _annotations_by_task(server: Any, project_id: int) -> dict[int, str]:
+    """Every task's annotations as canonical JSON text (the byte-identical comparison)."""
+    return {
+        int(task["id"]): json.dumps(task.get("annotations") or [], sort_keys=True)
+        for task in export_tasks(server, project_id)
+    }
+
+
+@pytest.fixture
+def connector(label_studio: Any) -> LabelStudioConnector:
+    return LabelStudioConnector(label_studio.url, label_studio.legacy_token)
+
+
+def test_normalised_suspicion_is_a_monotone_map_onto_unit_interval() -> None:
+    values = normalised_suspicion([3.0, 10.0, -1.0, 3.0, float("nan")])
+    assert values.tolist() == [0.5, 1.0, 0.25, 0.5, 0.0]
+
+
+def test_view_push_creates_one_prediction_per_flagged_task_and_the_view(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    items = _items(task_ids, top=5)
+
+    result = ReviewQueue(connector).push(project_id, items, method="self_influence")
+
+    predictions = _relabel_predictions(label_studio, project_id)
+    assert sorted(int(p["task"]) for p in predictions) == sorted(item.task_id for item in items)
+    by_task = {int(p["task"]): p for p in predictions}
+    for item in items:
+        prediction = by_task[item.task_id]
+        assert prediction["model_version"] == "relabel-self_influence"
+        assert prediction["score"] == pytest.approx(item.score)
+        assert prediction["mislabeling"] == pytest.approx(item.score)
+        assert 0.0 <= prediction["score"] <= 1.0
+        assert prediction["result"] == choice_result(item.suggested)
+    assert items[0].score == pytest.approx(1.0)
+
+    views = _relabel_views(label_studio, project_id)
+    assert len(views) == 1 and result.view_created and result.view_id == views[0]["id"]
+    assert views[0]["data"]["filters"] == {
+        "conjunction": "and",
+        "items": [
+            {
+                "filter": "filter:tasks:id",
+                "operator": "in_list",
+                "type": "Number",
+                "value": [item.task_id for item in items],
+            }
+        ],
+    }
+    in_view = _get(label_studio, "/api/tasks/", view=result.view_id, project=project_id, page_size=100)
+    assert sorted(task["id"] for task in in_view["tasks"]) == sorted(item.task_id for item in items)
+    assert result.url == f"{label_studio.url}/projects/{project_id}/data?tab={result.view_id}"
+
+
+def test_view_rerun_duplicates_nothing_and_updates_in_place(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    foreign = requests.post(
+        f"{label_studio.url}/api/projects/{project_id}/import/predictions",
+        headers={"Authorization": f"Token {label_studio.legacy_token}"},
+        json=[
+            {
+                "task": task_ids[0],
+                "result": choice_result("pos"),
+                "score": 0.3,
+                "model_version": "other-model",
+            }
+        ],
+        timeout=60,
+    )
+    assert foreign.status_code == 201
+    queue = ReviewQueue(connector)
+    first = queue.push(project_id, _items(task_ids, top=6))
+    second = queue.push(project_id, _items(task_ids, top=6))
+    assert (
+        second.predictions_created == 0 and second.predictions_kept == 6 and second.predictions_deleted == 0
+    )
+    assert not second.view_created and second.view_id == first.view_id
+
+    # A different ranking: some tasks leave the queue, others enter; still one prediction per flagged task.
+    reordered = _items(list(reversed(task_ids)), top=4)
+    third = queue.push(project_id, reordered)
+    predictions = _relabel_predictions(label_studio, project_id)
+    assert sorted(int(p["task"]) for p in predictions) == sorted(item.task_id for item in reordered)
+    assert len(_relabel_views(label_studio, project_id)) == 1
+    assert third.view_id == first.view_id
+    view = _get(label_studio, f"/api/dm/views/{first.view_id}/")
+    assert view["data"]["filters"]["items"][0]["value"] == [item.task_id for item in reordered]
+    others = [
+        p
+        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        if p["model_version"] == "other-model"
+    ]
+    assert len(others) == 1
+
+
+def test_project_mode_builds_review_project_in_rank_order(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio, title="Sentiment batch")
+    items = _items(task_ids, top=7)
+    queue = ReviewQueue(connector)
+
+    result = queue.push(project_id, items, mode="project")
+
+    review = _get(label_studio, f"/api/projects/{result.review_project_id}/")
+    assert review["title"] == "Sentiment batch" + REVIEW_TITLE_SUFFIX
+    assert review_marker(project_id) in review["description"]
+    assert review["sampling"] == "Sequential sampling"
+    assert 'name="relabel_note"' in review["label_config"]
+    tasks = sorted(export_tasks(label_studio, result.review_project_id), key=lambda task: task["id"])
+    assert [task["data"]["relabel_rank"] for task in tasks] == list(range(1, 8))
+    assert [task["data"]["relabel_source_task"] for task in tasks] == [item.task_id for item in items]
+    review_predictions = {
+        int(p["task"]): p for p in _get(label_studio, "/api/predictions/", project=result.review_project_id)
+    }
+    assert len(review_predictions) == len(tasks)
+    for task, item in zip(tasks, items, strict=True):
+        assert task["data"]["relabel_suggested"] == item.suggested
+        assert task["data"]["relabel_current"] == item.current
+        assert task["data"]["relabel_score"] == pytest.approx(item.score)
+        assert task["data"]["text"] == f"text {task_ids.index(item.task_id)}"
+        assert task["annotations"] == []
+        prediction = review_predictions[int(task["id"])]
+        assert prediction["model_version"] == CURRENT_LABEL_MODEL_VERSION
+        assert prediction["result"] == choice_result(item.current)
+    assert result.url == f"{label_studio.url}/projects/{result.review_project_id}/data"
+
+    # Same ranking again: nothing changes.
+    again = queue.push(project_id, items, mode="project")
+    assert again.review_project_id == result.review_project_id and not again.review_project_created
+    assert again.review_tasks_created == 0 and again.review_tasks_kept == 7
+    assert len(export_tasks(label_studio, result.review_project_id)) == 7
+
+    # A reviewer annotates the first task and leaves a draft on the second; the ranking then changes.
+    annotate(label_studio, tasks[0]["id"], choice_result(items[0].suggested))
+    create_draft(label_studio, tasks[1]["id"], choice_result(items[1].suggested))
+    new_items = _items(task_ids, top=10)
+    queue.push(project_id, new_items, mode="project")
+    after = export_tasks(label_studio, result.review_project_id)
+    sources = [task["data"]["relabel_source_task"] for task in after]
+    assert sorted(sources) == sorted(item.task_id for item in new_items)  # each flagged task exactly once
+    kept = {task["id"] for task in after}
+    assert tasks[0]["id"] in kept and tasks[1]["id"] in kept  # the reviewer's work is still there
+    untouched = sorted((t for t in after if not t["annotations"] and not t["drafts"]), key=lambda t: t["id"])
+    ranks = [task["data"]["relabel_rank"] for task in untouched]
+    assert ranks == sorted(ranks)  # the open queue is in rank order
+    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    assert sum(review_marker(project_id) in (p.get("description") or "") for p in projects) == 1
+
+
+def test_sync_adds_new_annotations_once_and_never_touches_old_ones(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    items = _items(task_ids, top=4)
+    queue = ReviewQueue(connector)
+    pushed = queue.push(project_id, items, mode="project")
+    before = _annotations_by_task(label_studio, project_id)
+    review_tasks = sorted(export_tasks(label_studio, pushed.review_project_id), key=lambda task: task["id"])
+
+    annotate(label_studio, review_tasks[0]["id"], choice_result(items[0].suggested))  # label changed
+    annotate(label_studio, review_tasks[1]["id"], choice_result(items[1].current))  # label confirmed
+    annotate(label_studio, review_tasks[2]["id"], [], cancelled=True)  # skipped: not a decision
+
+    result = queue.sync(project_id)
+    assert (result.reviewed, result.labels_changed, result.annotations_added, result.already_synced) == (
+        2,
+        1,
+        2,
+        0,
+    )
+    after = export_tasks(label_studio, project_id)
+    for task in after:
+        old = {a["id"]: json.dumps(a, sort_keys=True) for a in json.loads(before[int(task["id"])])}
+        now = {a["id"]: json.dumps(a, sort_keys=True) for a in task["annotations"]}
+        assert {annotation_id: now.get(annotation_id) for annotation_id in old} == old  # untouched
+        new = [a for a in task["annotations"] if a["id"] not in old]
+        if task["id"] == items[0].task_id:
+            assert [a["result"][0]["value"]["choices"] for a in new] == [[items[0].suggested]]
+        elif task["id"] == items[1].task_id:
+            assert [a["result"][0]["value"]["choices"] for a in new] == [[items[1].current]]
+        else:
+            assert new == []
+
+    again = queue.sync(project_id)
+    assert (again.reviewed, again.annotations_added, again.already_synced) == (2, 0, 2)
+    assert (
+        sum(len(task["annotations"]) for task in export_tasks(label_studio, project_id)) == len(task_ids) + 2
+    )
+
+
+def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    annotate(label_studio, task_ids[3], choice_result("meh"))  # a second annotator on one task
+    foreign = requests.post(
+        f"{label_studio.url}/api/projects/{project_id}/import/predictions",
+        headers={"Authorization": f"Token {label_studio.legacy_token}"},
+        json=[
+            {
+                "task": task_ids[1],
+                "result": choice_result("neg"),
+                "score": 0.9,
+                "model_version": "other-model",
+            }
+        ],
+        timeout=60,
+    )
+    assert foreign.status_code == 201
+    before = _annotations_by_task(label_studio, project_id)
+    queue = ReviewQueue(connector)
+    queue.push(project_id, _items(task_ids, top=5), method="self_influence")
+    queue.push(project_id, _items(task_ids, top=5), method="loss")  # replaces the self_influence ones
+    pushed = queue.push(project_id, _items(task_ids, top=5), mode="project")
+    leftover = requests.post(  # a relabel prediction from some other run, e.g. an older relabel version
+        f"{label_studio.url}/api/projects/{project_id}/import/predictions",
+        headers={"Authorization": f"Token {label_studio.legacy_token}"},
+        json=[
+            {
+                "task": task_ids[2],
+                "result": choice_result("pos"),
+                "score": 0.5,
+                "model_version": "relabel-margin",
+            }
+        ],
+        timeout=60,
+    )
+    assert leftover.status_code == 201
+
+    # A reviewer decision not yet synced blocks undo (it would be lost with the review project) ...
+    review_task = min(export_tasks(label_studio, pushed.review_project_id), key=lambda task: task["id"])
+    annotate(label_studio, review_task["id"], choice_result("pos"))
+    with pytest.raises(RelabelError, match="sync"):
+        queue.undo(project_id)
+    # ... until it is forced.
+    result = queue.undo(project_id, force=True)
+
+    assert result.review_project_deleted == pushed.review_project_id
+    assert sorted(result.model_versions) == ["relabel-loss", "relabel-margin"]
+    assert result.predictions_deleted == 6
+    assert result.views_deleted == 1
+    assert _relabel_predictions(label_studio, project_id) == []
+    assert _relabel_views(label_studio, project_id) == []
+    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    assert all(review_marker(project_id) not in (p.get("description") or "") for p in projects)
+    others = [
+        p
+        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        if p["model_version"] == "other-model"
+    ]
+    assert len(others) == 1
+    assert _annotations_by_task(label_studio, project_id) == before
+
+    # Undo twice is harmless.
+    assert queue.undo(project_id).predictions_deleted == 0
+
+
+def test_undo_after_sync_keeps_the_synced_decisions(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    queue = ReviewQueue(connector)
+    items = _items(task_ids, top=3)
+    pushed = queue.push(project_id, items, mode="project")
+    review_task = min(export_tasks(label_studio, pushed.review_project_id), key=lambda task: task["id"])
+    annotate(label_studio, review_task["id"], choice_result(items[0].suggested))
+    queue.sync(project_id)
+    synced = _annotations_by_task(label_studio, project_id)
+
+    result = queue.undo(project_id)  # everything synced: no force needed
+
+    assert result.review_project_deleted == pushed.review_project_id
+    assert _annotations_by_task(label_studio, project_id) == synced
+
+
+def test_sync_without_review_project_is_a_clear_error(label_studio, connector) -> None:
+    project_id, _ = _seed(label_studio, n_tasks=6)
+    with pytest.raises(RelabelError, match="no relabel review project"):
+        ReviewQueue(connector).sync(project_id)
