@@ -161,7 +161,7 @@ def _preview_cell(preview: Any) -> str:
     return f'<td class="snippet">{html.escape(short)}</td>'
 
 
-def _explanation_cell(explanation: pd.DataFrame | None) -> str:
+def _explanation_cell(explanation: pd.DataFrame | None, flagged: set[Any]) -> str:
     if explanation is None or len(explanation) == 0:
         return '<td class="why"></td>'
     parts = []
@@ -169,7 +169,9 @@ def _explanation_cell(explanation: pd.DataFrame | None) -> str:
         rows = explanation[explanation["role"] == role]
         if len(rows):
             items = "".join(
-                f"<li>#{html.escape(str(row.id))} ({html.escape(str(row.label))}): {row.influence:+.3g}</li>"
+                f"<li>#{html.escape(str(row.id))} ({html.escape(str(row.label))}): {row.influence:+.3g}"
+                + (" <b title='also flagged'>⚑</b>" if _plain(row.id) in flagged else "")
+                + "</li>"
                 for row in rows.itertuples()
             )
             parts.append(f'<div class="{css}">{heading}:</div><ul>{items}</ul>')
@@ -239,6 +241,9 @@ def write_report(
         figures.append((caption, Path(image).read_bytes() if isinstance(image, (str, Path)) else image))
 
     shown = ranking.head(min(max(n_flagged, 1), max_rows))
+    flagged_ids = (
+        {_plain(value) for value in ranking[id_column].head(n_flagged)} if id_column in ranking else set()
+    )
     previews = previews or {}
     explanations = explanations or {}
     header_cells = ["rank", "item", "preview", "given label", "suggested label", "p(suggested)"]
@@ -263,7 +268,7 @@ def write_report(
             cells.append(
                 f'<td class="num">{_format_score(row[column])}<br><small>({column_rank})</small></td>'
             )
-        cells.append(_explanation_cell(explanations.get(item)))
+        cells.append(_explanation_cell(explanations.get(item), flagged_ids))
         rows_html.append("<tr>" + "".join(cells) + "</tr>")
 
     n_changed = (
@@ -306,8 +311,8 @@ the given label. Scores: higher = more suspicious; the small number is the item'
 <b>self_influence</b> = g<sub>i</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>, how much the model had to bend
 to fit this label (Koh &amp; Liang 2017); <b>loss</b> = −log p(given label). The last column lists the
 training items that most <span class="sup">support</span> and most <span class="opp">oppose</span> the given
-label: influence g<sub>j</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>; a flagged item supported only by
-items that are themselves suspicious is a likely error.</p>
+label: influence g<sub>j</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>; a flagged item supported mainly by
+items that are themselves flagged (⚑) is a likely error.</p>
 <table><thead><tr>{"".join(f"<th>{cell}</th>" for cell in header_cells)}</tr></thead>
 <tbody>{"".join(rows_html)}</tbody></table>
 </body></html>
