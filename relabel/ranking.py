@@ -77,8 +77,8 @@ def encode_labels(y: Sequence[Any], classes: Sequence[Any] | None) -> tuple[np.n
     return indices, list(classes)
 
 
-def check_class_counts(y: np.ndarray, classes: Sequence[Any]) -> None:
-    """At least two classes present, and none present with a single item."""
+def check_class_counts(y: np.ndarray, classes: Sequence[Any], item_ids: Sequence[Any] | None = None) -> None:
+    """At least two classes present, and none present with a single item (named by id, else row)."""
     counts = np.bincount(y, minlength=len(classes))
     present = np.flatnonzero(counts)
     if len(present) < 2:
@@ -89,8 +89,9 @@ def check_class_counts(y: np.ndarray, classes: Sequence[Any]) -> None:
     for index in present:
         if counts[index] == 1:
             row = int(np.flatnonzero(y == index)[0])
+            item = f"id {item_ids[row]!r}" if item_ids is not None else f"row {row}"
             raise InputError(
-                f"class {classes[index]!r} has a single item (row {row}); a class needs at least 2 items "
+                f"class {classes[index]!r} has a single item ({item}); a class needs at least 2 items "
                 "to be learned: check that item's label or drop the class"
             )
 
@@ -149,19 +150,30 @@ class SuspicionScorer:
         self._solver: InfluenceSolver | None = None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Sequence[Any], classes: Sequence[Any] | None = None) -> SuspicionScorer:
-        """Validate (X, y), fit the model to its optimum; returns self."""
+    def fit(
+        self,
+        X: Any,
+        y: Sequence[Any],
+        classes: Sequence[Any] | None = None,
+        item_ids: Sequence[Any] | None = None,
+    ) -> SuspicionScorer:
+        """Validate (X, y), fit the model to its optimum; returns self.
+
+        ``item_ids`` (optional, one per row) only name items in error messages.
+        """
         X = np.asarray(X, dtype=np.float64) if not isinstance(X, torch.Tensor) else X.double().cpu().numpy()
         if X.ndim < 2 or X.shape[0] != len(y):
             raise InputError(f"X must have one row per label: X has shape {X.shape}, y has {len(y)} labels")
         bad = np.argwhere(~np.isfinite(X.reshape(X.shape[0], -1)))
         if bad.size:
+            row = bad[0][0]
+            item = f"id {item_ids[row]!r}" if item_ids is not None else f"row {row}"
             raise InputError(
-                f"X has a non-finite value (NaN or inf) at row {bad[0][0]}, feature {bad[0][1]}: "
+                f"X has a non-finite value (NaN or inf) at {item}, feature {bad[0][1]}: "
                 "clean or impute it first"
             )
         self.y, self.classes = encode_labels(y, classes)
-        check_class_counts(self.y, self.classes)
+        check_class_counts(self.y, self.classes, item_ids)
         self.X = X
         n_classes = len(self.classes)
         if self.model == "logistic":
@@ -363,6 +375,7 @@ def rank(
     seed: int = 0,
     device: str | torch.device = "cpu",
     classes: Sequence[Any] | None = None,
+    item_ids: Sequence[Any] | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Rank training items by how suspicious their label is; one row per item, in input order.
@@ -374,7 +387,8 @@ def rank(
     "exact" or "lissa" (``lissa=LissaConfig(...)`` tunes it). ``l2``: λ, the L2 weight on all
     parameters (weight decay for torch models). Columns: each of ``methods`` among self_influence, loss,
     margin, random (higher = more suspicious), ``rank_<method>`` (1 = most suspicious),
-    ``predicted_class`` and ``predicted_probability``. Other options: see :class:`SuspicionScorer`.
+    ``predicted_class`` and ``predicted_probability``. ``item_ids`` name items in error messages.
+    Other options: see :class:`SuspicionScorer`.
     """
     scorer = SuspicionScorer(model=model, solver=solver, l2=l2, seed=seed, device=device, **options)
-    return scorer.fit(X, y, classes).scores(methods)
+    return scorer.fit(X, y, classes, item_ids).scores(methods)
