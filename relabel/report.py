@@ -240,10 +240,11 @@ def write_report(
     for caption, image in plots:
         figures.append((caption, Path(image).read_bytes() if isinstance(image, (str, Path)) else image))
 
-    shown = ranking.head(min(max(n_flagged, 1), max_rows))
-    flagged_ids = (
-        {_plain(value) for value in ranking[id_column].head(n_flagged)} if id_column in ranking else set()
-    )
+    if "flagged" in ranking.columns and ranking["flagged"].any():  # e.g. reviewed items skipped by nightly
+        shown = ranking[ranking["flagged"].astype(bool)].head(max_rows)
+    else:
+        shown = ranking.head(min(max(n_flagged, 1), max_rows))
+    flagged_ids = {_plain(value) for value in shown[id_column]} if id_column in ranking else set()
     previews = previews or {}
     explanations = explanations or {}
     header_cells = ["rank", "item", "preview", "given label", "suggested label", "p(suggested)"]
@@ -337,11 +338,15 @@ def write_audit_report(
 
     ``dataset``: the :class:`connectors.dataset.LabeledDataset` that was ranked; ``scorer``: the fitted
     :class:`relabel.SuspicionScorer` (its rows in ``dataset.ids`` order); ``ranking``: as
-    :func:`relabel.audit.ranking_table` returns it (``task_id`` column).
+    :func:`relabel.audit.ranking_table` returns it (``task_id`` column; when a boolean ``flagged`` column
+    is present, the flagged rows are the ones reported, in rank order).
     """
     ids = np.asarray(dataset.ids)
     position_of = {_plain(item): position for position, item in enumerate(ids)}
-    flagged_ids = [_plain(item) for item in ranking.sort_values("rank")["task_id"].head(n_flagged)]
+    ordered = ranking.sort_values("rank", kind="stable")
+    if "flagged" in ordered.columns and ordered["flagged"].any():
+        ordered = ordered[ordered["flagged"].astype(bool)]
+    flagged_ids = [_plain(item) for item in ordered["task_id"].head(n_flagged)]
     explanations = explanations_for(scorer, ids, [position_of[item] for item in flagged_ids], top=explain_top)
     previews: dict[Any, bytes | str] = {}
     if dataset.kind in ("image", "text"):
