@@ -13,8 +13,8 @@ Label Studio 1.23 as it behaves in practice (found by experiment, see the notes 
   A user can hold only one: a second ``POST`` answers 409, so the minted token is kept in the data dir and
   handed out again. Requests use it by exchanging it at ``POST /api/token/refresh/`` for a 5-minute access
   token sent as ``Authorization: Bearer …`` (the SDK does this by itself).
-* Start-up takes ≈40 s (migrations on SQLite). ``LATEST_VERSION_CHECK`` and analytics are switched off so
-  the server needs no network.
+* Start-up takes ≈40 s (migrations on SQLite). The PyPI version check, analytics and the Sentry error
+  reporting that LS enables by default (a built-in DSN) are switched off, so the server never calls out.
 
 Files in ``data_dir``: ``server.log`` (the server's stdout+stderr), ``relabel-server.json`` (pid, port, and
 the credentials of this throw-away local admin, mode 0600) used by ``reuse=True`` to find a running server.
@@ -253,6 +253,9 @@ class LocalLabelStudio:
                 "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
                 "LATEST_VERSION_CHECK": "false",
                 "COLLECT_ANALYTICS": "false",
+                # LS ships a default Sentry DSN: without these the server reports errors to sentry.io.
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
             }
         )

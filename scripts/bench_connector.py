@@ -1,0 +1,164 @@
+"""Benchmark the Label Studio connector against a real local server.
+
+Pull half (this file): for each size (default 1,000 / 10,000 / 20,000 text tasks, one annotation each,
+imported in one bulk ``POST /api/projects/{id}/import``), time ``LabelStudioConnector.pull`` with
+``method="export"`` and ``method="list"`` and print a table ``method, n_tasks, seconds``.
+
+Push half: :func:`bench_push` is a hook for the review-queue writer (``connectors/label_studio_queue.py``);
+it is filled in by whoever owns that module.
+
+Usage::
+
+    PYTHONPATH=. .venv/bin/python scripts/bench_connector.py                  # starts a throw-away server
+    PYTHONPATH=. .venv/bin/python scripts/bench_connector.py --sizes 1000 5000 --repeats 3
+    PYTHONPATH=. .venv/bin/python scripts/bench_connector.py --url http://localhost:8080 --api-key ...
+
+With ``--url`` the projects are created on that server (and left there); otherwise a server is started in a
+temporary data dir (``--data-dir`` to keep it) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from connectors.label_studio import LabelStudioConnector  # noqa: E402
+from connectors.label_studio_server import LocalLabelStudio  # noqa: E402
+
+CLASSES = ("positive", "negative", "neutral")
+WORDS = [
+    "good",
+    "bad",
+    "fine",
+    "great",
+    "awful",
+    "okay",
+    "service",
+    "food",
+    "price",
+    "staff",
+    "slow",
+    "quick",
+    "clean",
+    "dirty",
+    "nice",
+    "rude",
+]
+CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="label" toName="text" choice="single">'
+    + "".join(f'<Choice value="{name}"/>' for name in CLASSES)
+    + "</Choices></View>"
+)
+
+
+def synthetic_text_tasks(n_tasks: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n_tasks`` tasks ``{"data": {"text": ...}, "annotations": [one Choices annotation]}``."""
+    rng = random.Random(seed)
+    tasks = []
+    for _ in range(n_tasks):
+        text = " ".join(rng.choice(WORDS) for _ in range(12))
+        label = rng.choice(CLASSES)
+        result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+        tasks.append({"data": {"text": text}, "annotations": [{"result": result}]})
+    return tasks
+
+
+def seed_project(connector: LabelStudioConnector, n_tasks: int) -> tuple[int, float]:
+    """Create a project holding ``n_tasks`` annotated text tasks; returns (project id, import seconds)."""
+    project = connector.request_json(
+        "POST", "/api/projects", json={"title": f"bench {n_tasks} tasks", "label_config": CONFIG}
+    )
+    project_id = int(project["id"])
+    started = time.perf_counter()
+    connector.request(
+        "POST", f"/api/projects/{project_id}/import", json=synthetic_text_tasks(n_tasks), timeout=3600
+    )
+    return project_id, time.perf_counter() - started
+
+
+def bench_pull(
+    connector: LabelStudioConnector, sizes: Sequence[int], repeats: int = 1
+) -> list[tuple[str, int, float]]:
+    """Rows ``(method, n_tasks, seconds)``: the best of ``repeats`` pulls of each project by each method."""
+    rows = []
+    for n_tasks in sizes:
+        project_id, import_seconds = seed_project(connector, n_tasks)
+        print(f"seeded project {project_id}: {n_tasks} tasks imported in {import_seconds:.1f} s", flush=True)
+        for method in ("export", "list"):
+            timings = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                dataset = connector.pull(project_id, method=method)
+                timings.append(time.perf_counter() - started)
+                if len(dataset) != n_tasks:
+                    raise RuntimeError(f"pull by {method} returned {len(dataset)} items, expected {n_tasks}")
+            rows.append((method, n_tasks, min(timings)))
+            print(f"  {method:6s} {n_tasks:6d} tasks: {min(timings):.2f} s", flush=True)
+    return rows
+
+
+def bench_push(connector: LabelStudioConnector, sizes: Sequence[int]) -> list[tuple[str, int, float]]:
+    """HOOK (owned by the author of connectors/label_studio_queue.py): time pushing review queues.
+
+    Should return rows ``(method, n_items, seconds)`` like :func:`bench_pull`. Returns no rows until
+    filled in.
+    """
+    return []
+
+
+def format_table(rows: Sequence[tuple[str, int, float]]) -> str:
+    """Rows as a fixed-width text table with a header."""
+    lines = [f"{'method':<8} {'n_tasks':>8} {'seconds':>9}"]
+    lines += [f"{method:<8} {n_tasks:>8d} {seconds:>9.2f}" for method, n_tasks, seconds in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 20000])
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="pulls per (size, method); the best is reported"
+    )
+    parser.add_argument("--url", help="use this Label Studio server instead of starting one")
+    parser.add_argument("--api-key", help="API key for --url (default: LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--data-dir", type=Path, help="data dir for the started server (default: a temp dir)")
+    parser.add_argument("--push", action="store_true", help="also run bench_push (if it is filled in)")
+    args = parser.parse_args(argv)
+
+    server: LocalLabelStudio | None = None
+    if args.url:
+        connector = LabelStudioConnector(args.url, args.api_key)
+    else:
+        data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="relabel-bench-"))
+        print(f"starting Label Studio in {data_dir} ...", flush=True)
+        server = LocalLabelStudio(data_dir).start()
+        connector = LabelStudioConnector(server.url, server.legacy_token)
+    try:
+        rows = bench_pull(connector, args.sizes, args.repeats)
+        if args.push:
+            rows += bench_push(connector, args.sizes)
+    except requests.RequestException as error:
+        print(f"benchmark failed: {type(error).__name__}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+    print()
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
