@@ -106,8 +106,7 @@ class LabelingConfig:
     xml: str = field(repr=False, default="")
 
     def describe_tags(self) -> str:
-        """Tags of the config as ``Tag name=...`` for error messages, e.g. ``Image 'img',
-        RectangleLabels 'box'``."""
+        """The config's tags for error messages, e.g. ``Image 'img', RectangleLabels 'box'``."""
         parts = [f"{item.tag} {item.name!r}" for item in self.objects]
         parts += [f"{tag} {name!r}" for tag, name in self.controls]
         return ", ".join(parts) if parts else "no object or control tags"

@@ -83,6 +83,15 @@ def ensure_label_studio_installed(venv_dir: Path, version_spec: str = "label-stu
     return executable
 
 
+def _port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -218,7 +227,10 @@ class LocalLabelStudio:
                 self.started_here = False
                 return self
         elif state:
-            # A previous server on this data dir is gone; keep its credentials (they live in its database).
+            # A previous server on this data dir is gone; keep its credentials (they live in its database)
+            # and, when free, its port (so URLs printed by an earlier run stay valid).
+            if self.port is None and state.get("port") and _port_is_free(int(state["port"])):
+                self.port = int(state["port"])
             self.username = state.get("username", self.username)
             self.password = state.get("password", self.password)
             self.user_token = state.get("user_token", self.user_token)

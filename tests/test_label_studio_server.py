@@ -1,0 +1,51 @@
+"""Tests of the local Label Studio launcher (reusing the session's one server; no second start)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+
+from connectors.label_studio_server import (
+    DEFAULT_EXECUTABLE,
+    LocalLabelStudio,
+    ensure_label_studio_installed,
+    find_free_port,
+)
+from relabel.errors import ConnectorError
+
+
+def test_reuse_adopts_the_running_server_and_refuses_a_second_one(label_studio: LocalLabelStudio) -> None:
+    with LocalLabelStudio(label_studio.data_dir, reuse=True) as adopted:
+        assert adopted.url == label_studio.url and not adopted.started_here
+        assert adopted.legacy_token == label_studio.legacy_token
+        assert adopted.personal_access_token() == label_studio.personal_access_token()
+    # Leaving the block of an adopted server leaves it running.
+    assert requests.get(label_studio.url + "/health", timeout=10).status_code == 200
+    with pytest.raises(ConnectorError, match="already serves data dir"):
+        LocalLabelStudio(label_studio.data_dir).start()
+    other_port = find_free_port()
+    with pytest.raises(ConnectorError, match=f"not {other_port}"):
+        LocalLabelStudio(label_studio.data_dir, port=other_port, reuse=True).start()
+
+
+def test_state_file_is_private(label_studio: LocalLabelStudio) -> None:
+    assert stat.S_IMODE(label_studio.state_path.stat().st_mode) == 0o600
+
+
+def test_a_server_that_dies_at_start_raises_with_the_log_tail(tmp_path: Path) -> None:
+    fake = tmp_path / "label-studio"
+    fake.write_text("#!/bin/sh\necho 'fatal: database is locked' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    server = LocalLabelStudio(tmp_path / "data", executable=fake)
+    with pytest.raises(ConnectorError, match=r"exited with code 3.*fatal: database is locked"):
+        server.start(timeout=30)
+
+
+def test_missing_executable_and_installed_venv(tmp_path: Path) -> None:
+    with pytest.raises(ConnectorError, match="not installed"):
+        LocalLabelStudio(tmp_path / "data", executable=tmp_path / "nope").start()
+    # The repo's .ls-venv is already installed: nothing to do, the executable is returned.
+    assert ensure_label_studio_installed(DEFAULT_EXECUTABLE.parent.parent) == DEFAULT_EXECUTABLE
