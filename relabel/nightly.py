@@ -31,11 +31,16 @@ records when, the label at that time and the label's annotation (id, updated_at)
 * if the label of a reviewed task changes later, it is a new label and may be flagged again;
 * a task that is still flagged and untouched stays in the queue (the push is idempotent: nothing new).
 
-Re-pulling only changed tasks: the model is fitted on every label, so a run needs all of them; the export
-pull is one request (≈5.5 s for 20,000 tasks). What *is* skipped is everything after it: when the pulled
-labels and their annotations (ids and ``updated_at``) are exactly those of the last successful run and the
-project's settings are unchanged, the run logs ``unchanged`` and fits, scores and pushes nothing
-(``force=True`` overrides).
+Pulling only what changed: the model is fitted on every label, so a run that ranks needs all of them. What a
+run can skip is the whole audit when nothing changed. Before pulling, one cheap Data Manager query asks
+Label Studio how many tasks of the project have ``updated_at`` later than the end of the last run (Label
+Studio bumps a task's ``updated_at`` whenever one of its annotations or predictions is saved) and how many
+tasks the project holds. When no task changed, none was added or deleted, and the project's settings here
+are unchanged, the run logs ``unchanged`` and pulls, fits and pushes nothing. The watermark is the server's
+own clock (the HTTP ``Date`` of a request made a second after relabel's last write), so clock skew between
+the machines does not matter and relabel's own predictions never count as changes. If the query fails,
+the full pull runs. After a full pull, when the labels and their annotations (ids and ``updated_at``) are
+exactly those of the last run, nothing is fitted or pushed either. ``force=True`` overrides both.
 
 Overlapping runs: ``state_dir/nightly.lock`` is held with ``fcntl.flock`` for the whole run; a second run
 that cannot take it exits with :data:`EXIT_LOCKED` and a one-line message, having pushed nothing.
@@ -258,6 +263,8 @@ class ProjectState:
     settings_fingerprint: str | None = None
     last_run_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    server_watermark: str | None = None
+    task_number: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> ProjectState:
@@ -276,6 +283,8 @@ class ProjectState:
             settings_fingerprint=raw.get("settings_fingerprint"),
             last_run_at=raw.get("last_run_at"),
             history=list(raw.get("history", []))[-30:],
+            server_watermark=raw.get("server_watermark"),
+            task_number=raw.get("task_number"),
         )
 
     def save(self) -> None:
@@ -286,6 +295,8 @@ class ProjectState:
             "settings_fingerprint": self.settings_fingerprint,
             "last_run_at": self.last_run_at,
             "history": self.history[-30:],
+            "server_watermark": self.server_watermark,
+            "task_number": self.task_number,
         }
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
@@ -309,6 +320,93 @@ def _label_records(dataset: Any) -> dict[str, dict[str, Any]]:
             "updated_at": None if pd.isna(updated_at) else pd.Timestamp(updated_at).isoformat(),
         }
     return records
+
+
+LABEL_STUDIO_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what the Data Manager's Datetime filters parse
+
+
+def server_clock(connector: Any, project_id: int) -> tuple[str | None, int | None]:
+    """(the server's current time from the HTTP ``Date`` header, as a Data Manager filter value; the
+    project's task count). Either is None when the server does not say."""
+    from email.utils import parsedate_to_datetime
+
+    response = connector.request("GET", f"/api/projects/{int(project_id)}")
+    try:
+        task_number = int(response.json().get("task_number"))
+    except (ValueError, TypeError, AttributeError):
+        task_number = None
+    date = response.headers.get("Date")
+    if not date:
+        return None, task_number
+    moment = parsedate_to_datetime(date).astimezone(UTC)
+    return moment.strftime(LABEL_STUDIO_DATETIME_FORMAT), task_number
+
+
+def _updated_after_filter(watermark: str) -> str:
+    return json.dumps(
+        {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:updated_at",
+                        "operator": "greater",
+                        "type": "Datetime",
+                        "value": watermark,
+                    }
+                ],
+            }
+        }
+    )
+
+
+def tasks_changed_since(
+    connector: Any, project_id: int, watermark: str, limit: int = 1000
+) -> list[int] | None:
+    """Ids of the project's tasks with ``updated_at`` > ``watermark`` (one Data Manager query), or None
+    when there are more than ``limit`` of them."""
+    response = connector.request(
+        "GET",
+        "/api/tasks/",
+        params={
+            "project": int(project_id),
+            "page_size": limit,
+            "fields": "task_only",
+            "query": _updated_after_filter(watermark),
+        },
+    )
+    body = response.json()
+    if int(body.get("total", 0)) > limit:
+        return None
+    return [int(task["id"]) for task in body.get("tasks", [])]
+
+
+def _utc(stamp: str) -> pd.Timestamp:
+    moment = pd.Timestamp(stamp)
+    return moment.tz_localize(UTC) if moment.tzinfo is None else moment.tz_convert(UTC)
+
+
+def annotations_saved_since(connector: Any, project_id: int, watermark: str, task_ids: list[int]) -> bool:
+    """Whether any of these tasks was created, or had an annotation created or saved, after ``watermark``.
+
+    Used at the end of a run: relabel writes predictions (which bump a task's ``updated_at``) but never
+    annotations, so an annotation saved after the run started is a person's change during the run.
+    """
+    if not task_ids:
+        return False
+    tasks = connector.request(
+        "GET",
+        f"/api/projects/{int(project_id)}/export",
+        params={"exportType": "JSON", "download_all_tasks": "true", "ids[]": task_ids},
+    ).json()
+    threshold = pd.Timestamp(datetime.strptime(watermark, LABEL_STUDIO_DATETIME_FORMAT)).tz_localize(UTC)
+    for task in tasks:
+        stamps = [task.get("created_at")]
+        for annotation in task.get("annotations") or []:
+            stamps += [annotation.get("created_at"), annotation.get("updated_at")]
+        if any(_utc(stamp) > threshold for stamp in stamps if stamp):
+            return True
+    return False
 
 
 def data_fingerprint(records: dict[str, dict[str, Any]]) -> str:
@@ -428,6 +526,26 @@ def audit_project(
     now = _now()
     state = ProjectState.load(state_dir / f"{project.name}.state.json")
     connector = connector_factory(project)
+    settings = project.settings_fingerprint()
+
+    run_started_watermark, task_number = server_clock(connector, project.project)
+    if not force and state.server_watermark and settings == state.settings_fingerprint:
+        try:
+            changed = tasks_changed_since(connector, project.project, state.server_watermark)
+        except Exception:  # the probe is an optimisation: any doubt means a full run
+            changed = None
+        if changed == [] and task_number is not None and task_number == state.task_number:
+            state.last_run_at = now
+            state.save()
+            n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
+            return ProjectOutcome(
+                project.name,
+                True,
+                "unchanged",
+                f"tasks={task_number} flagged={n_flagged} new=0: no task changed since the last run "
+                "(Label Studio updated_at), not pulled, nothing pushed",
+                time.perf_counter() - started,
+            )
 
     stage = time.perf_counter()
     dataset = connector.pull(project.project, control=project.control, progress=False)
@@ -436,17 +554,17 @@ def audit_project(
         raise InputError(f"project {project.project} has no labeled tasks")
     records = _label_records(dataset)
     fingerprint = data_fingerprint(records)
-    settings = project.settings_fingerprint()
     if not force and fingerprint == state.data_fingerprint and settings == state.settings_fingerprint:
-        state.last_run_at = now
+        state.last_run_at = now  # nothing written: every change after the run started is seen next time
+        state.server_watermark, state.task_number = run_started_watermark, task_number
         state.save()
         n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
         return ProjectOutcome(
             project.name,
             True,
             "unchanged",
-            f"labeled={len(dataset)} flagged={n_flagged} new=0: no label changed since the last run, "
-            "nothing pushed",
+            f"labeled={len(dataset)} flagged={n_flagged} new=0: pulled, but no label changed since the last "
+            "run; nothing pushed",
             time.perf_counter() - started,
         )
 
@@ -527,6 +645,21 @@ def audit_project(
     state.data_fingerprint = fingerprint
     state.settings_fingerprint = settings
     state.last_run_at = now
+    state.server_watermark, state.task_number = run_started_watermark, task_number
+    if push and run_started_watermark is not None:
+        # relabel's own predictions bumped updated_at: move the watermark past them unless a person saved an
+        # annotation (or added a task) while the run was going, in which case the next run must look again.
+        time.sleep(1.1)  # the Date header counts whole seconds: let relabel's own writes fall before it
+        run_ended_watermark, ended_task_number = server_clock(connector, project.project)
+        try:
+            during_run = tasks_changed_since(connector, project.project, run_started_watermark)
+            person_changed = during_run is None or annotations_saved_since(
+                connector, project.project, run_started_watermark, during_run
+            )
+        except Exception:
+            person_changed = True
+        if not person_changed and ended_task_number == task_number:
+            state.server_watermark = run_ended_watermark
     state.history.append(
         {"at": now, "flagged": len(items), "new": new_flags, "reviewed_now": len(bookkeeping.reviewed_now)}
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +16,23 @@ import numpy as np
 import pytest
 import requests
 
+from connectors.label_studio import LabelStudioConnector
 from relabel.errors import InputError
 from relabel.nightly import (
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_PROJECT_FAILED,
     NightlyConfig,
+    annotations_saved_since,
     nightly_lock,
     run_nightly,
+    server_clock,
+    tasks_changed_since,
 )
 from tests.label_studio_seeding import (
     choice_result,
     create_project,
+    export_tasks,
     import_tasks,
     text_classification_config,
     text_tasks,
@@ -115,6 +121,10 @@ def test_twice_in_a_row_pushes_nothing_new(label_studio, tmp_path) -> None:
     assert "status=unchanged" in output and "new=0" in output
     assert {p["id"]: p["task"] for p in relabel_predictions(label_studio, project_id)} == first
 
+    code, output = run(config)  # the server says no task changed: not even pulled
+    assert code == EXIT_OK, output
+    assert "status=unchanged" in output and "not pulled" in output
+
     code, output = run(config, force=True)  # re-ranked and re-pushed anyway: still nothing new
     assert code == EXIT_OK, output
     assert "status=ok" in output and " new=0 " in output and "pushed_new=0" in output
@@ -200,3 +210,37 @@ def test_config_refuses_tokens_and_unknown_keys(tmp_path) -> None:
     )
     config = NightlyConfig.load(path)
     assert config.state_dir == tmp_path / "s" and config.projects[0].name == "project-4"
+
+
+def test_change_probe_sees_annotation_saves_but_tells_predictions_apart(label_studio) -> None:
+    project_id, task_ids = seed_project(label_studio, "nightly probe", n_tasks=9, n_flipped=0)
+    connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
+    time.sleep(1.1)
+    watermark, task_number = server_clock(connector, project_id)
+    assert task_number == 9 and watermark is not None
+    time.sleep(1.1)
+    assert tasks_changed_since(connector, project_id, watermark) == []
+    annotation = export_tasks(label_studio, project_id)[0]["annotations"][0]
+    task_id = int(annotation["task"])
+    touch_annotation(label_studio, int(annotation["id"]), choice_result(CLASSES[1]))
+    assert tasks_changed_since(connector, project_id, watermark) == [task_id]
+    assert annotations_saved_since(connector, project_id, watermark, [task_id])
+
+    time.sleep(1.1)
+    after_touch, _ = server_clock(connector, project_id)
+    time.sleep(1.1)
+    other = next(t for t in task_ids if t != task_id)
+    response = requests.post(
+        f"{label_studio.url}/api/predictions/",
+        headers={"Authorization": f"Token {label_studio.legacy_token}"},
+        json={
+            "task": other,
+            "result": choice_result(CLASSES[2]),
+            "score": 0.5,
+            "model_version": "relabel-test",
+        },
+        timeout=120,
+    )
+    assert response.status_code < 300, response.text[:300]
+    assert tasks_changed_since(connector, project_id, after_touch) == [other]  # a prediction bumps updated_at
+    assert not annotations_saved_since(connector, project_id, after_touch, [other])  # but is no person's edit
