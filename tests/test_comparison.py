@@ -172,3 +172,45 @@ def test_compare_cli_rejects_noise_and_error_column_together(tmp_path) -> None:
                 str(tmp_path),
             ],
         )
+
+
+# ---------------------------------------------------------------- known errors from `relabel sync`
+def test_compare_uses_reviewer_decisions_recorded_by_sync(label_studio, tmp_path, capsys) -> None:
+    """Push a review project, let a "reviewer" fix 6 wrong labels and confirm 4 right ones, sync, compare."""
+    from connectors.label_studio import LabelStudioConnector
+    from connectors.label_studio_queue import FlaggedItem, ReviewQueue
+    from tests.label_studio_seeding import annotate, choice_result, export_tasks
+    from tests.test_nightly import CLASSES, seed_project
+
+    project_id, task_ids = seed_project(label_studio, "compare from sync", n_tasks=60, n_flipped=6)
+    wrong_positions = [i * 7 for i in range(6)]
+    truth = {task_ids[i]: CLASSES[i % 3] for i in range(60)}
+    reviewed = [task_ids[i] for i in wrong_positions] + [task_ids[i] for i in (1, 2, 3, 4)]
+    connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
+    queue = ReviewQueue(connector, progress=False)
+    items = [
+        FlaggedItem(task_id, rank + 1, 1.0 - rank / 20, truth[task_id])
+        for rank, task_id in enumerate(reviewed)
+    ]
+    queue.push(project_id, items, mode="project", method="self_influence")
+    review_project = queue.find_review_project(project_id)
+    for task in export_tasks(label_studio, int(review_project["id"])):
+        source = int(task["data"]["relabel_source_task"])
+        annotate(label_studio, int(task["id"]), choice_result(truth[source]))
+    queue.sync(project_id)
+
+    token_file = tmp_path / "token"
+    token_file.write_text(label_studio.legacy_token)
+    code = run_subcommand(
+        "relabel.commands.compare",
+        ["compare", "--url", label_studio.url, "--project", str(project_id),
+         "--api-key-file", str(token_file), "--errors-from-sync", "--seeds", "0", "--folds", "3",
+         "--test-fraction", "0.25",
+         "--out", str(tmp_path / "out"), "--no-progress"],
+    )  # fmt: skip
+    assert code == 0
+    output = capsys.readouterr().out
+    assert "10 reviewed, 6 labels changed by reviewers" in output
+    per_seed = pd.read_csv(tmp_path / "out" / "comparison_per_seed.csv")
+    assert (per_seed["n_errors"] == 6).all()  # the test part is drawn from items not marked as errors
+    assert (tmp_path / "out" / "comparison.png").exists()

@@ -20,6 +20,7 @@ examples:
   relabel compare data.csv --label-column label --noise pair --rate 0.2 --out reports/compare
   relabel compare data.csv --label-column label --error-column is_wrong --true-label-column fixed
   relabel compare --url http://localhost:8080 --project 3 --noise uniform --rate 0.1
+  relabel compare --url http://localhost:8080 --project 3 --errors-from-sync   # after review + relabel sync
 
 what it writes (in --out):
   comparison.csv           one row per method: mean and std over seeds of every metric
@@ -77,6 +78,11 @@ def register(subparsers: Any) -> None:
         "unless --error-column is given",
     )
     errors.add_argument(
+        "--errors-from-sync",
+        action="store_true",
+        help="Label Studio: the known errors are the labels reviewers changed, as recorded by `relabel sync`",
+    )
+    errors.add_argument(
         "--rate", type=float, default=0.1, help="fraction of training labels flipped (default 0.1)"
     )
     errors.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 or 0-4 (default 0,1,2)")
@@ -104,14 +110,19 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel compare``; prints the summary table and the files written."""
-    from relabel.commands.data_source import load_items, truthy
+    from relabel.commands.data_source import known_errors_from_sync, load_items, truthy
     from relabel.comparison import ComparisonConfig, compare_methods
 
-    noise = args.noise or ("none" if args.error_column else "uniform")
-    if noise != "none" and args.error_column:
-        raise InputError("give either --noise or --error-column, not both")
-    if noise == "none" and not args.error_column:
-        raise InputError("--noise none needs --error-column COL naming the known errors")
+    known = args.error_column or args.errors_from_sync
+    noise = args.noise or ("none" if known else "uniform")
+    if noise != "none" and known:
+        raise InputError("give either --noise or --error-column / --errors-from-sync, not both")
+    if noise == "none" and not known:
+        raise InputError(
+            "--noise none needs --error-column COL or --errors-from-sync naming the known errors"
+        )
+    if args.errors_from_sync and args.project is None:
+        raise InputError("--errors-from-sync reads a Label Studio project: give --url and --project")
     try:
         checked = tuple(float(value) for value in args.checked.split(","))
     except ValueError:
@@ -131,7 +142,15 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     items = load_items(args, needed_columns=(args.error_column, args.true_label_column))
     known_errors = true_labels = None
-    if config.noise is None:
+    given_labels = items.y
+    if args.errors_from_sync:
+        reviewed = known_errors_from_sync(items.connector, args.project, items, args.control)
+        given_labels, known_errors, true_labels = reviewed.given, reviewed.is_error, reviewed.true
+        description = (
+            f"{items.description}; {reviewed.n_reviewed} reviewed, {int(known_errors.sum())} labels changed "
+            "by reviewers (relabel sync)"
+        )
+    elif config.noise is None:
         if args.data is None:
             raise InputError("--error-column needs a file (DATA)")
         known_errors = truthy(items.columns[args.error_column])
@@ -154,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     description += f"; {len(config.seeds)} seed(s)"
     result = compare_methods(
         items.X,
-        items.y,
+        given_labels,
         config,
         n_classes=len(items.classes),
         known_errors=known_errors,

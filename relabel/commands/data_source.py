@@ -43,6 +43,7 @@ class LoadedItems:
     columns: pd.DataFrame = field(default_factory=pd.DataFrame)
     source: dict[str, Any] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
+    connector: Any = None
 
 
 def add_data_source_arguments(parser: argparse.ArgumentParser, *, extra_columns: bool = False) -> None:
@@ -154,6 +155,7 @@ def load_items(
 
     needed = [column for column in needed_columns if column]
     extra = pd.DataFrame()
+    connector = None
     if args.data is not None:
         from connectors.files import load_file_dataset
 
@@ -201,6 +203,7 @@ def load_items(
         columns=extra,
         source=dict(dataset.source or {}),
         image_shape=image_shape,
+        connector=connector if args.data is None else None,
     )
 
 
@@ -222,3 +225,69 @@ def truthy(values: pd.Series) -> np.ndarray:
         raise InputError(f"known-error column value {value!r} is not one of 1/0, true/false, yes/no")
 
     return np.array([one(value) for value in values.tolist()], dtype=bool)
+
+
+@dataclass
+class ReviewedErrors:
+    """Known label errors from reviewers' decisions recorded by ``relabel sync``.
+
+    ``given``: (n,) class indices of the labels as they were *before* the review (what the rankers see);
+    ``is_error``: (n,) True where a reviewer changed the label; ``true``: (n,) the reviewer's label where
+    reviewed, else the given label; ``n_reviewed``: items with a recorded decision.
+    """
+
+    given: np.ndarray
+    is_error: np.ndarray
+    true: np.ndarray
+    n_reviewed: int
+
+
+def known_errors_from_sync(
+    connector: Any, project_id: int, items: LoadedItems, control: str | None
+) -> ReviewedErrors:
+    """Read the decisions ``relabel sync`` added to the source project (annotations whose region id starts
+    with ``relabel-sync-``) and turn them into known errors.
+
+    For a task with such a decision: the label before review is its latest valid annotation that is *not* a
+    sync decision, the true label is the latest decision. Tasks nobody reviewed keep their current label
+    and count as correct, so the evaluation can only credit errors reviewers actually looked at (and those
+    were chosen by one ranking method: read the comparison with that bias in mind).
+    """
+    from connectors.label_studio_queue import SYNC_REGION_PREFIX, LabelTarget
+
+    project = connector.request_json("GET", f"/api/projects/{int(project_id)}")
+    target = LabelTarget.from_config(project.get("label_config") or "", control)
+    tasks = connector.request_json(
+        "GET",
+        f"/api/projects/{int(project_id)}/export",
+        params={"exportType": "JSON", "download_all_tasks": "true"},
+    )
+    lookup = {name: index for index, name in enumerate(items.classes)}
+    before_and_after: dict[int, tuple[str, str]] = {}
+    for task in tasks:
+        valid = [a for a in task.get("annotations") or [] if not a.get("was_cancelled") and a.get("result")]
+        valid.sort(key=lambda a: (str(a.get("updated_at") or ""), int(a.get("id") or 0)))
+        decisions = [
+            a
+            for a in valid
+            if any(str(r.get("id") or "").startswith(SYNC_REGION_PREFIX) for r in a["result"])
+        ]
+        originals = [a for a in valid if a not in decisions]
+        if not decisions or not originals:
+            continue
+        before = target.label_of(originals[-1]["result"])
+        after = target.label_of(decisions[-1]["result"])
+        if before in lookup and after in lookup:
+            before_and_after[int(task["id"])] = (before, after)
+    given = items.y.copy()
+    true = items.y.copy()
+    for position, task_id in enumerate(items.ids.tolist()):
+        if int(task_id) in before_and_after:
+            before, after = before_and_after[int(task_id)]
+            given[position], true[position] = lookup[before], lookup[after]
+    if not before_and_after:
+        raise InputError(
+            f"project {project_id} holds no reviewer decisions recorded by `relabel sync`; review the "
+            "relabel review project and run `relabel sync` first, or inject noise with --noise"
+        )
+    return ReviewedErrors(given, given != true, true, len(before_and_after))
