@@ -49,3 +49,29 @@ def test_missing_executable_and_installed_venv(tmp_path: Path) -> None:
         LocalLabelStudio(tmp_path / "data", executable=tmp_path / "nope").start()
     # The repo's .ls-venv is already installed: nothing to do, the executable is returned.
     assert ensure_label_studio_installed(DEFAULT_EXECUTABLE.parent.parent) == DEFAULT_EXECUTABLE
+
+
+def test_legacy_token_is_re_enabled_through_the_session_when_the_org_disabled_it(
+    label_studio: LocalLabelStudio,
+) -> None:
+    def legacy_works() -> bool:
+        response = requests.get(
+            label_studio.url + "/api/current-user/whoami",
+            headers={"Authorization": f"Token {label_studio.user_token}"},
+            timeout=30,
+        )
+        return response.status_code == 200
+
+    session = label_studio.login_session()
+    try:
+        answer = session.post(
+            label_studio.url + "/api/jwt/settings", json={"legacy_api_tokens_enabled": False}, timeout=30
+        )
+        assert answer.status_code in (200, 201) and not legacy_works()  # what a fresh LS 1.23 org looks like
+        fresh = LocalLabelStudio(label_studio.data_dir, reuse=True).start()
+        assert fresh.legacy_token == label_studio.user_token
+        assert legacy_works()
+    finally:
+        session.post(
+            label_studio.url + "/api/jwt/settings", json={"legacy_api_tokens_enabled": True}, timeout=30
+        )
