@@ -23,7 +23,8 @@ already-labelled task back in the labeling stream):
     * one task per flagged source task, created in rank order, with the source task's data plus
       ``relabel_source_task``, ``relabel_rank``, ``relabel_score``, ``relabel_suggested``,
       ``relabel_current`` and ``relabel_note``, and the current label pre-filled as a prediction
-      (model_version ``relabel-current-label``).
+      (model_version ``relabel-current-label``, set as the review project's model version so that Label
+      Studio pre-fills the labeling form with it).
 
     A re-run keeps every review task a reviewer touched (annotation, skip or draft), never creates a second
     task for the same source task, and replaces the untouched ones so that the queue is again in rank order.
@@ -89,8 +90,10 @@ NOTE_TAG_NAME = "relabel_note"
 PROJECT_TITLE_MAX_LENGTH = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
 QUEUE_MODES = ("view", "project")
 
-# Chunk sizes for bulk requests (one request per chunk).
-PREDICTION_IMPORT_CHUNK = 500
+# Chunk sizes for bulk requests (one request per chunk). A prediction import costs a few seconds per request
+# whatever its size on a local 1.23 server (2,000 predictions: 5.7 s in one request, 18.6 s in four), so
+# predictions go in as few requests as possible.
+PREDICTION_IMPORT_CHUNK = 5000
 TASK_IMPORT_CHUNK = 250
 EXPORT_IDS_CHUNK = 400
 # Rough per-item costs (seconds) on a local server, used to choose between per-item and bulk deletion.
@@ -737,6 +740,12 @@ class ReviewQueue:
             result.review_tasks_removed -= unchanged
             result.review_tasks_created -= unchanged
             result.review_tasks_kept = unchanged
+        if wanted_tasks and review.get("model_version") != CURRENT_LABEL_MODEL_VERSION:
+            # Label Studio pre-fills the labeling form only with predictions of the project's model_version
+            # (and refuses a version that has no predictions yet), so it is set once the tasks exist.
+            self._request(
+                "PATCH", f"/api/projects/{review_id}/", json={"model_version": CURRENT_LABEL_MODEL_VERSION}
+            )
         return result
 
     @staticmethod

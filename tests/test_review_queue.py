@@ -181,6 +181,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     assert review_marker(project_id) in review["description"]
     assert review["sampling"] == "Sequential sampling"
     assert 'name="relabel_note"' in review["label_config"]
+    assert review["model_version"] == CURRENT_LABEL_MODEL_VERSION  # pre-fills the labeling form
     tasks = sorted(export_tasks(label_studio, result.review_project_id), key=lambda task: task["id"])
     assert [task["data"]["relabel_rank"] for task in tasks] == list(range(1, 8))
     assert [task["data"]["relabel_source_task"] for task in tasks] == [item.task_id for item in items]
