@@ -104,3 +104,33 @@ def test_explain_cli_prints_supporting_and_opposing_items(tmp_path, capsys) -> N
 def test_explain_cli_unknown_item_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(InputError, match="no item with id '99999'"):
         run_subcommand("relabel.commands.explain", ["explain", "--dataset", "iris", "--item", "99999"])
+
+
+def test_relabel_cli_registers_compare_and_explain(capsys) -> None:
+    from relabel.cli import main
+
+    assert main(["explain", "--dataset", "iris", "--item", "99999"]) == 2
+    assert "relabel: error: no item with id '99999'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--help"])
+    assert exit_info.value.code == 0
+    assert "--errors-from-sync" in capsys.readouterr().out
+
+
+def test_explain_cli_on_a_label_studio_task(label_studio, tmp_path, capsys) -> None:
+    from tests.test_nightly import CLASSES, seed_project
+
+    project_id, task_ids = seed_project(label_studio, "explain", n_tasks=30, n_flipped=2)
+    token_file = tmp_path / "token"
+    token_file.write_text(label_studio.legacy_token)
+    code = run_subcommand(
+        "relabel.commands.explain",
+        ["explain", "--url", label_studio.url, "--project", str(project_id),
+         "--api-key-file", str(token_file), "--item", str(task_ids[0]), "--top", "3"],
+    )  # fmt: skip
+    assert code == 0
+    output = capsys.readouterr().out
+    assert output.startswith(f"item {task_ids[0]}: given label {CLASSES[1]!r}")  # task 0's label was flipped
+    listed = [int(line.split()[0]) for line in output.splitlines() if line.strip()[:1].isdigit()]
+    assert listed and set(listed) <= set(task_ids) and task_ids[0] not in listed
+    assert label_studio.legacy_token not in output
