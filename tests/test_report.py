@@ -116,3 +116,26 @@ def test_report_opens_in_headless_chromium_and_shows_the_plot(audit_report, tmp_
         colour = np.array([int(METHOD_COLOURS[method][i : i + 2], 16) for i in (1, 3, 5)])
         matches = int((np.abs(pixels - colour).sum(axis=1) < 30).sum())
         assert matches > 150, f"the {method} line ({METHOD_COLOURS[method]}) is not on screen ({matches} px)"
+
+
+def test_report_shows_text_snippets_escaped_and_truncated(tmp_path) -> None:
+    from relabel.report import write_report
+
+    ranking = pd.DataFrame(
+        {
+            "task_id": [11, 12, 13],
+            "current_label": ["spam", "ham", "spam"],
+            "suggested_label": ["ham", "ham", "spam"],
+            "predicted_probability": [0.9, 0.8, 0.7],
+            "self_influence": [3.0, 2.0, 1.0],
+            "loss": [2.5, 0.2, 0.1],
+        }
+    )
+    previews = {11: "<b>win</b> a prize " + "x" * 400, 12: "hello there"}
+    paths = write_report(tmp_path, ranking, n_flagged=2, previews=previews, score_plot=False)
+    page = paths["report_html"].read_text()
+    assert "&lt;b&gt;win&lt;/b&gt; a prize" in page and "<b>win</b>" not in page
+    assert "x" * 400 not in page and "…" in page
+    assert "hello there" in page
+    assert "<td>13</td>" not in page  # only the flagged rows are listed
+    assert pd.read_csv(paths["ranking_csv"])["rank"].tolist() == [1, 2, 3]
