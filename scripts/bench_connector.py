@@ -4,8 +4,8 @@ Pull half (this file): for each size (default 1,000 / 10,000 / 20,000 text tasks
 imported in one bulk ``POST /api/projects/{id}/import``), time ``LabelStudioConnector.pull`` with
 ``method="export"`` and ``method="list"`` and print a table ``method, n_tasks, seconds``.
 
-Push half: :func:`bench_push` is a hook for the review-queue writer (``connectors/label_studio_queue.py``);
-it is filled in by whoever owns that module.
+Push half (``--push``): :func:`bench_push` times pushing review queues of 100 / 1,000 / 2,000 items in view
+and project mode, the re-runs and undo (``--push-only`` skips the pull half).
 
 Usage::
 
@@ -109,13 +109,64 @@ def bench_pull(
     return rows
 
 
-def bench_push(connector: LabelStudioConnector, sizes: Sequence[int]) -> list[tuple[str, int, float]]:
-    """HOOK (owned by the author of connectors/label_studio_queue.py): time pushing review queues.
+PUSH_SIZES = (100, 1000, 2000)
+MISLABELING_SIZES = (100,)
 
-    Should return rows ``(method, n_items, seconds)`` like :func:`bench_pull`. Returns no rows until
-    filled in.
+
+def bench_push(
+    connector: LabelStudioConnector,
+    sizes: Sequence[int] = PUSH_SIZES,
+    mislabeling_sizes: Sequence[int] = MISLABELING_SIZES,
+) -> list[tuple[str, int, float]]:
+    """Rows ``(step, n_items, seconds)`` for pushing review queues of each size (push half of the benchmark).
+
+    One project of ``max(sizes)`` annotated text tasks is seeded; for each size N the first N tasks are
+    flagged (random scores, seed 0) and these steps are timed, each starting from a clean project:
+
+    * ``view``: first push in view mode (bulk prediction import + the Data Manager view), no ``mislabeling``;
+    * ``view-rerun``: the same push again (finds everything in place, changes nothing);
+    * ``undo``: removing the predictions and the view;
+    * ``view+mis``: first push in view mode writing ``mislabeling`` too (one PATCH per prediction; only for
+      the sizes in ``mislabeling_sizes``, it is slow);
+    * ``project`` / ``project-rerun``: first push and re-push in project mode (a review project with N task
+      copies), then undo (deletes the review project).
     """
-    return []
+    from connectors.label_studio_queue import ReviewQueue, flagged_items
+
+    rows: list[tuple[str, int, float]] = []
+    project_id, import_seconds = seed_project(connector, max(sizes))
+    print(f"seeded project {project_id}: {max(sizes)} tasks imported in {import_seconds:.1f} s", flush=True)
+    tasks = connector.request_json(
+        "GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=600
+    )
+    task_ids = sorted(int(task["id"]) for task in tasks)
+    rng = random.Random(0)
+    plain = ReviewQueue(connector, write_mislabeling=False)
+    with_mislabeling = ReviewQueue(connector, write_mislabeling=True)
+
+    def timed(step: str, n_items: int, action: Any) -> None:
+        started = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - started
+        rows.append((step, n_items, seconds))
+        print(f"  {step:14s} {n_items:6d} items: {seconds:.2f} s", flush=True)
+
+    for n_items in sizes:
+        chosen = task_ids[:n_items]
+        scores = [rng.random() for _ in chosen]
+        suggested = [rng.choice(CLASSES) for _ in chosen]
+        items = flagged_items(chosen, scores, suggested, top=n_items)
+        plain.undo(project_id, force=True)
+        timed("view", n_items, lambda items=items: plain.push(project_id, items))
+        timed("view-rerun", n_items, lambda items=items: plain.push(project_id, items))
+        timed("undo", n_items, lambda: plain.undo(project_id, force=True))
+        if n_items in mislabeling_sizes:
+            timed("view+mis", n_items, lambda items=items: with_mislabeling.push(project_id, items))
+            plain.undo(project_id, force=True)
+        timed("project", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
+        timed("project-rerun", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
+        plain.undo(project_id, force=True)
+    return rows
 
 
 def format_table(rows: Sequence[tuple[str, int, float]]) -> str:
@@ -134,7 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", help="use this Label Studio server instead of starting one")
     parser.add_argument("--api-key", help="API key for --url (default: LABEL_STUDIO_API_KEY)")
     parser.add_argument("--data-dir", type=Path, help="data dir for the started server (default: a temp dir)")
-    parser.add_argument("--push", action="store_true", help="also run bench_push (if it is filled in)")
+    parser.add_argument("--push", action="store_true", help="also time pushing review queues (bench_push)")
+    parser.add_argument("--push-only", action="store_true", help="time pushing only, not pulling")
+    parser.add_argument("--push-sizes", type=int, nargs="+", default=list(PUSH_SIZES))
+    parser.add_argument(
+        "--mislabeling-sizes",
+        type=int,
+        nargs="*",
+        default=list(MISLABELING_SIZES),
+        help="push sizes also timed with the per-prediction mislabeling field (slow: one request each)",
+    )
     args = parser.parse_args(argv)
 
     server: LocalLabelStudio | None = None
@@ -146,9 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = LocalLabelStudio(data_dir).start()
         connector = LabelStudioConnector(server.url, server.legacy_token)
     try:
-        rows = bench_pull(connector, args.sizes, args.repeats)
-        if args.push:
-            rows += bench_push(connector, args.sizes)
+        rows = [] if args.push_only else bench_pull(connector, args.sizes, args.repeats)
+        if args.push or args.push_only:
+            rows += bench_push(connector, args.push_sizes, args.mislabeling_sizes)
     except requests.RequestException as error:
         print(f"benchmark failed: {type(error).__name__}", file=sys.stderr)
         return 1
