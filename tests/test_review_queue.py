@@ -347,3 +347,16 @@ def test_sync_without_review_project_is_a_clear_error(label_studio, connector) -
     project_id, _ = _seed(label_studio, n_tasks=6)
     with pytest.raises(RelabelError, match="no relabel review project"):
         ReviewQueue(connector).sync(project_id)
+
+
+def test_project_mode_reads_the_current_label_when_the_ranking_does_not_give_it(
+    label_studio, connector
+) -> None:
+    project_id, task_ids = _seed(label_studio, n_tasks=9)
+    items = [FlaggedItem(task_id=task_ids[4], rank=1, score=1.0, suggested="pos", current=None)]
+
+    result = ReviewQueue(connector).push(project_id, items, mode="project")
+
+    (task,) = export_tasks(label_studio, result.review_project_id)
+    assert task["data"]["relabel_current"] == CLASSES[4 % len(CLASSES)]
+    assert task["data"]["text"] == "text 4"
