@@ -118,7 +118,7 @@ class SuspicionScorer:
         lissa: LissaConfig | None = None,
         chunk_size: int = 1024,
         gradient_tolerance: float | None = None,
-        max_training_iterations: int = 3000,
+        max_training_iterations: int = 5000,
         progress: bool = False,
     ) -> None:
         if isinstance(model, str) and model not in MODEL_NAMES:
@@ -240,7 +240,7 @@ class SuspicionScorer:
             name = "cnn"
         module = module.to(self.device, torch.float64)
         targets = torch.as_tensor(self.y, device=self.device)
-        tolerance = self.gradient_tolerance or 1e-5
+        tolerance = self.gradient_tolerance or 1e-4
         if self.train_model:
             with tqdm(
                 total=self.max_training_iterations,

@@ -67,8 +67,8 @@ def train_to_stationary_point(
     *,
     weight_decay: float,
     loss_fn: PerExampleLoss = cross_entropy_per_example,
-    gradient_tolerance: float = 1e-5,
-    max_iterations: int = 3000,
+    gradient_tolerance: float = 1e-4,
+    max_iterations: int = 5000,
     progress: Callable[[int, float], None] | None = None,
 ) -> TrainingReport:
     """Minimise J(θ) = mean ℓ + (λ/2)‖θ‖² over all trainable parameters by full-batch L-BFGS.
@@ -101,7 +101,7 @@ def train_to_stationary_point(
     def gradient_norm() -> tuple[float, float]:
         value = closure()
         norm = torch.sqrt(sum((parameter.grad**2).sum() for parameter in parameters))
-        return float(norm), float(value)
+        return float(norm.detach()), float(value.detach())
 
     iterations = 0
     norm, value = gradient_norm()
