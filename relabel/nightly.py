@@ -41,6 +41,7 @@ own clock (the HTTP ``Date`` of a request made a second after relabel's last wri
 the machines does not matter and relabel's own predictions never count as changes. If the query fails,
 the full pull runs. After a full pull, when the labels and their annotations (ids and ``updated_at``) are
 exactly those of the last run, nothing is fitted or pushed either. ``force=True`` overrides both.
+A dry run (``push=False``) ranks and writes the report but neither pushes nor changes the state.
 
 Overlapping runs: ``state_dir/nightly.lock`` is held with ``fcntl.flock`` for the whole run; a second run
 that cannot take it exits with :data:`EXIT_LOCKED` and a one-line message, having pushed nothing.
@@ -536,7 +537,8 @@ def audit_project(
             changed = None
         if changed == [] and task_number is not None and task_number == state.task_number:
             state.last_run_at = now
-            state.save()
+            if push:  # a dry run leaves the state as the last real run left it
+                state.save()
             n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
             return ProjectOutcome(
                 project.name,
@@ -557,7 +559,8 @@ def audit_project(
     if not force and fingerprint == state.data_fingerprint and settings == state.settings_fingerprint:
         state.last_run_at = now  # nothing written: every change after the run started is seen next time
         state.server_watermark, state.task_number = run_started_watermark, task_number
-        state.save()
+        if push:  # a dry run leaves the state as the last real run left it
+            state.save()
         n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
         return ProjectOutcome(
             project.name,
@@ -663,7 +666,8 @@ def audit_project(
     state.history.append(
         {"at": now, "flagged": len(items), "new": new_flags, "reviewed_now": len(bookkeeping.reviewed_now)}
     )
-    state.save()
+    if push:  # a dry run leaves the state as the last real run left it
+        state.save()
     timing = ",".join(f"{name}={value:.1f}s" for name, value in seconds.items())
     details = (
         f"labeled={len(dataset)} flagged={len(items)} new={new_flags} "

@@ -62,11 +62,18 @@ def test_explanations_for_maps_rows_to_item_ids() -> None:
     X, y = random_problem(40, 3, 3, 2)
     ids = np.arange(500, 540)
     scorer = SuspicionScorer(l2=0.05).fit(X, y)
-    explanations = explanations_for(scorer, ids, [4, 9], top=2)
-    assert set(explanations) == {504, 509}
+    explanations = explanations_for(scorer, ids, [4, 9, 17], top=2, block_size=2)  # two blocks
+    assert set(explanations) == {504, 509, 517}
     table = explanations[509]
     assert (table["id"].to_numpy() == ids[table["row"].to_numpy()]).all()
     assert 509 not in table["id"].tolist()
+    for position in (4, 9, 17):  # the batched computation is SuspicionScorer.explain, item by item
+        expected = scorer.explain(position, top=2)
+        got = explanations[ids[position]]
+        assert got["role"].tolist() == expected["role"].tolist()
+        assert got["row"].tolist() == expected["row"].tolist()
+        assert got["label"].tolist() == expected["label"].tolist()
+        np.testing.assert_allclose(got["influence"], expected["influence"], rtol=1e-9)
 
 
 def test_explain_cli_prints_supporting_and_opposing_items(tmp_path, capsys) -> None:

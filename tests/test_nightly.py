@@ -110,6 +110,7 @@ def test_twice_in_a_row_pushes_nothing_new(label_studio, tmp_path) -> None:
     config = write_config(tmp_path, label_studio, [{"name": "twice", "project": project_id}])
 
     code, output = run(config)
+    print(output)  # the log line, for a human reading `pytest -s`
     assert code == EXIT_OK, output
     assert output.count("\n") == 1 and "project=twice status=ok" in output and " new=5 " in output
     first = {p["id"]: p["task"] for p in relabel_predictions(label_studio, project_id)}
@@ -244,3 +245,17 @@ def test_change_probe_sees_annotation_saves_but_tells_predictions_apart(label_st
     assert response.status_code < 300, response.text[:300]
     assert tasks_changed_since(connector, project_id, after_touch) == [other]  # a prediction bumps updated_at
     assert not annotations_saved_since(connector, project_id, after_touch, [other])  # but is no person's edit
+
+
+def test_dry_run_pushes_nothing_and_leaves_the_state_alone(label_studio, tmp_path) -> None:
+    project_id, _ = seed_project(label_studio, "nightly dry run")
+    config = write_config(tmp_path, label_studio, [{"name": "dry", "project": project_id}])
+    code, output = run(config, push=False)
+    assert code == EXIT_OK, output
+    assert "dry run: nothing pushed" in output
+    assert relabel_predictions(label_studio, project_id) == []
+    assert not (tmp_path / "state" / "dry.state.json").exists()
+    assert (tmp_path / "reports" / "dry" / "report.html").exists()
+    code, output = run(config)  # the real run afterwards is not mistaken for "unchanged"
+    assert code == EXIT_OK, output
+    assert " new=5 " in output and len(relabel_predictions(label_studio, project_id)) == 5
