@@ -95,7 +95,7 @@ QUEUE_MODES = ("view", "project")
 # predictions go in as few requests as possible.
 PREDICTION_IMPORT_CHUNK = 5000
 TASK_IMPORT_CHUNK = 250
-EXPORT_IDS_CHUNK = 1000  # ids per export request (they travel in the URL)
+EXPORT_IDS_CHUNK = 500  # ids per export request: URL parameters, and Django refuses > 1,000 fields
 # Rough per-item costs (seconds) on a local server, used to choose between per-item and bulk deletion.
 SECONDS_PER_ITEM_DELETE = 0.08
 SECONDS_PER_BULK_DELETED = 0.012
