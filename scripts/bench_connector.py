@@ -140,6 +140,10 @@ def bench_push(
         "GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON"}, timeout=600
     )
     task_ids = sorted(int(task["id"]) for task in tasks)
+    # The current label of each task, as run_audit hands it to the queue (it knows it from the pull).
+    current_label = {
+        int(task["id"]): task["annotations"][0]["result"][0]["value"]["choices"][0] for task in tasks
+    }
     rng = random.Random(0)
     plain = ReviewQueue(connector, write_mislabeling=False)
     with_mislabeling = ReviewQueue(connector, write_mislabeling=True)
@@ -155,7 +159,8 @@ def bench_push(
         chosen = task_ids[:n_items]
         scores = [rng.random() for _ in chosen]
         suggested = [rng.choice(CLASSES) for _ in chosen]
-        items = flagged_items(chosen, scores, suggested, top=n_items)
+        current = [current_label[task_id] for task_id in chosen]
+        items = flagged_items(chosen, scores, suggested, current, top=n_items)
         plain.undo(project_id, force=True)
         timed("view", n_items, lambda items=items: plain.push(project_id, items))
         timed("view-rerun", n_items, lambda items=items: plain.push(project_id, items))
@@ -171,8 +176,8 @@ def bench_push(
 
 def format_table(rows: Sequence[tuple[str, int, float]]) -> str:
     """Rows as a fixed-width text table with a header."""
-    lines = [f"{'method':<8} {'n_tasks':>8} {'seconds':>9}"]
-    lines += [f"{method:<8} {n_tasks:>8d} {seconds:>9.2f}" for method, n_tasks, seconds in rows]
+    lines = [f"{'method':<14} {'n_tasks':>8} {'seconds':>9}"]
+    lines += [f"{method:<14} {n_tasks:>8d} {seconds:>9.2f}" for method, n_tasks, seconds in rows]
     return "\n".join(lines)
 
 
