@@ -18,6 +18,9 @@ Defaults (documented choices):
   ``repeats`` independent runs averaged);
 - stop when every column's relative change ‖h_{t+1} − h_t‖ / ‖h_{t+1}‖ ≤ ``tolerance``; a column that
   has converged leaves the block (the others go on); ``max_iterations`` bounds the depth.
+  With full-data Hessians, reaching the depth unconverged is an error (``on_max_iterations``). With
+  minibatch Hessians the relative change never falls below the sampling noise, so the depth T is the
+  normal end, as in the original LiSSA; the final change is still reported in the diagnostics.
 
 Failure is loud: a non-finite h, or ‖h_t‖ beyond the bound s‖v‖/λ_min(A) that a convergent series
 respects (×10), raises :class:`~relabel.errors.ConvergenceError` naming the setting to change.
@@ -46,12 +49,15 @@ class LissaConfig:
     batch_size:       rows per Hessian estimate H_B; None → all training rows (deterministic).
     repeats:          independent runs averaged (only useful with minibatches).
     tolerance:        stop a column when its relative change per step ≤ this.
-    max_iterations:   depth limit T; reaching it unconverged raises (or warns, see on_max_iterations).
+    max_iterations:   depth limit T; None → 20,000 with full-data Hessians, and with minibatches the depth
+                      at which the deterministic error (1 − λ_min(A)/s)^T falls below e⁻⁷ ≈ 1e-3,
+                      T = ⌈7 s / λ_min(A)⌉ (at most 20,000). See on_max_iterations.
     block_size:       right-hand sides solved together per vmapped Hessian-vector product.
     power_iterations: iterations for the λ_max / λ_min estimates.
     parameters:       restrict θ to parameters with these names or name prefixes (e.g. ("2",) or
                       ("fc.",) for a last layer); None → all trainable parameters.
-    on_max_iterations: "raise" or "warn" when max_iterations is reached before tolerance.
+    on_max_iterations: "raise", "warn" or "accept" when max_iterations is reached before tolerance;
+                      None → "raise" with full-data Hessians, "accept" with minibatches (depth T).
     seed:             seeds minibatch sampling and the power-iteration start vector.
     """
 
@@ -60,11 +66,11 @@ class LissaConfig:
     batch_size: int | None = None
     repeats: int = 1
     tolerance: float = 1e-6
-    max_iterations: int = 20_000
+    max_iterations: int | None = None
     block_size: int = 256
     power_iterations: int = 100
     parameters: tuple[str, ...] | None = None
-    on_max_iterations: str = "raise"
+    on_max_iterations: str | None = None
     seed: int = 0
 
 
@@ -185,7 +191,8 @@ class LissaSolver(InfluenceSolver):
         estimate = vectors.clone()
         active = torch.arange(vectors.shape[0], device=vectors.device)
         change = torch.zeros(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
-        for iteration in range(1, config.max_iterations + 1):
+        depth = self.depth()
+        for iteration in range(1, depth + 1):
             current = estimate[active]
             curvature = self._batch_hessian()(current)
             updated = vectors[active] + current - (curvature + damping * current) / scale
@@ -218,16 +225,36 @@ class LissaSolver(InfluenceSolver):
         if len(active) > 0:
             diagnostics.converged = False
             message = (
-                f"LiSSA reached max_iterations = {config.max_iterations} with relative change "
+                f"LiSSA reached max_iterations = {depth} with relative change "
                 f"{final_change:.3g} > tolerance {config.tolerance:g} (s = {scale:.3g}, δ = {damping:.3g}); "
                 "raise max_iterations or damping, or loosen tolerance"
             )
-            if config.on_max_iterations == "raise":
+            policy = config.on_max_iterations
+            if policy is None:
+                policy = "accept" if self.uses_minibatches() else "raise"
+            if policy == "accept":
+                return estimate / scale
+            if policy == "raise":
                 raise ConvergenceError(message)
             import warnings
 
             warnings.warn(message, RuntimeWarning, stacklevel=3)
         return estimate / scale
+
+    def uses_minibatches(self) -> bool:
+        batch_size = self.config.batch_size
+        return batch_size is not None and batch_size < self.objective.n_items
+
+    def depth(self) -> int:
+        """The iteration limit T (see LissaConfig.max_iterations)."""
+        if self.config.max_iterations is not None:
+            return int(self.config.max_iterations)
+        if not self.uses_minibatches():
+            return 20_000
+        smallest_damped = max(self.diagnostics.smallest_eigenvalue, 0.0) + self.diagnostics.damping
+        if smallest_damped <= 0:
+            return 20_000
+        return int(min(20_000, math.ceil(7.0 * self.diagnostics.scale / smallest_damped)))
 
     def inverse_hvp(self, vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(H + δI)⁻¹ v for each row v, by LiSSA in blocks of ``block_size``, averaged over repeats."""
