@@ -78,15 +78,19 @@ def train_to_stationary_point(
     """
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     model.train(False)
-    optimizer = torch.optim.LBFGS(
-        parameters,
-        lr=1.0,
-        max_iter=20,
-        history_size=50,
-        tolerance_grad=gradient_tolerance / 10,
-        tolerance_change=1e-15,
-        line_search_fn="strong_wolfe",
-    )
+
+    def new_optimizer() -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(
+            parameters,
+            lr=1.0,
+            max_iter=20,
+            history_size=50,
+            tolerance_grad=gradient_tolerance / 10,
+            tolerance_change=1e-15,
+            line_search_fn="strong_wolfe",
+        )
+
+    optimizer = new_optimizer()
 
     def objective() -> torch.Tensor:
         penalty = sum((parameter * parameter).sum() for parameter in parameters)
@@ -116,15 +120,7 @@ def train_to_stationary_point(
             raise ConvergenceError("training diverged (objective is NaN/inf): standardise the features")
         if norm == previous and norm > gradient_tolerance:
             # L-BFGS made no progress (line search stalled): restart its memory once more.
-            optimizer = torch.optim.LBFGS(
-                parameters,
-                lr=1.0,
-                max_iter=20,
-                history_size=50,
-                tolerance_grad=gradient_tolerance / 10,
-                tolerance_change=1e-15,
-                line_search_fn="strong_wolfe",
-            )
+            optimizer = new_optimizer()
     optimizer.zero_grad()
     if norm > gradient_tolerance:
         raise ConvergenceError(
