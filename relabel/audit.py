@@ -31,7 +31,6 @@ from relabel.errors import InputError
 
 DEFAULT_TOP_FRACTION = 0.05
 MODELS = ("logistic", "mlp", "cnn")
-RANKING_FILE_NAME = "ranking.csv"
 
 
 @dataclass
@@ -46,7 +45,8 @@ class AuditResult:
     push:             what the review-queue push created or updated (None with ``push=False``).
     url:              where to look in the browser (the view or the review project).
     seconds:          wall-clock seconds per stage: pull, featurize, rank, push.
-    report_path:      the ``ranking.csv`` written, if a report directory was given.
+    report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if a
+                      report directory was given.
     """
 
     project_id: int
@@ -75,7 +75,7 @@ class AuditResult:
         if self.push is not None:
             lines.append(self.push.summary())
         if self.report_path is not None:
-            lines.append(f"ranking written to {self.report_path}")
+            lines.append(f"report written to {self.report_path} (ranking.csv and ranking.parquet beside it)")
         timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.seconds.items())
         lines.append(f"time: {timing}")
         return "\n".join(lines)
@@ -190,12 +190,13 @@ def run_audit(
     flagged items (self_influence, loss, margin or random). ``top``/``top_fraction``: how many to flag (see
     :func:`number_to_flag`; default 5 %, at least 1). ``queue``: "view" (predictions + a Data Manager view in
     the project) or "project" (a separate review project). ``control``: the Choices control when the config
-    has several. ``report_dir``: write ``ranking.csv`` there. ``push=False`` ranks without writing to Label
+    has several. ``report_dir``: write ``ranking.csv``, ``ranking.parquet`` and
+    ``report.html`` there. ``push=False`` ranks without writing to Label
     Studio. ``image_size``: side length images are resized to before featurizing. ``seed``/``l2``: passed to
     :func:`relabel.rank`. Raises :class:`relabel.errors.RelabelError` subclasses for anything the user can
     fix.
     """
-    from relabel import rank
+    from relabel.ranking import SuspicionScorer
 
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
@@ -219,16 +220,9 @@ def run_audit(
     options: dict[str, Any] = {"progress": progress}
     if image_shape is not None:
         options["image_shape"] = image_shape
-    scores = rank(
-        X,
-        list(dataset.labels),
-        model=model,
-        methods=methods,
-        classes=list(dataset.classes),
-        seed=seed,
-        l2=l2,
-        **options,
-    )
+    scorer = SuspicionScorer(model=model, seed=seed, l2=l2, **options)
+    scorer.fit(X, list(dataset.labels), classes=list(dataset.classes), item_ids=list(dataset.ids))
+    scores = scorer.scores(methods)
     seconds["rank"] = time.perf_counter() - started
 
     n_flagged = number_to_flag(len(dataset), top, top_fraction)
@@ -250,10 +244,12 @@ def run_audit(
 
     report_path: Path | None = None
     if report_dir is not None:
-        directory = Path(report_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        report_path = directory / RANKING_FILE_NAME
-        table.to_csv(report_path, index=False)
+        from relabel.report import write_audit_report
+
+        started = time.perf_counter()
+        paths = write_audit_report(report_dir, dataset, scorer, table, method=method, n_flagged=n_flagged)
+        report_path = paths["report_html"]
+        seconds["report"] = time.perf_counter() - started
 
     source = dataset.source or {}
     return AuditResult(

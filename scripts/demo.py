@@ -10,7 +10,8 @@ What it does, each step reusing what the last run left:
    file with one annotation per image whose label is the true digit, except for a fixed 10 % (seed 0) that
    get a different digit. The planted flips are recorded in ``.label-studio-data/demo_planted.json``;
 4. runs the audit (logistic model on the images shrunk back to 8×8 grayscale, self-influence, top 10 %, as
-   predictions plus the Data Manager tab "relabel: review queue") and writes ``ranking.csv`` next to it;
+   predictions plus the Data Manager tab "relabel: review queue") and writes ``report.html`` and
+   ``ranking.csv`` next to it;
 5. prints where to look, how to log in, and how many planted errors reached the review queue.
 
 Run it again and it reuses the server, the project and the tab (nothing is duplicated).

@@ -50,7 +50,8 @@ def test_results_do_not_depend_on_chunk_size() -> None:
     X, y = random_problem(200, 6, 4, seed=4)
     fit = fit_logistic(X, y, 4, l2=1e-3)
     gradients = LogisticGradients(X, y, fit)
-    results = [ExactLogisticSolver(gradients, chunk_size=size).self_influence() for size in (1, 7, 64, 10_000)]
+    sizes = (1, 7, 64, 10_000)
+    results = [ExactLogisticSolver(gradients, chunk_size=size).self_influence() for size in sizes]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], rtol=1e-12)
 
@@ -100,7 +101,11 @@ def test_influence_predicts_leave_one_out_retraining(loader) -> None:
     for j in checked:
         keep = np.arange(n) != j
         refit = fit_logistic(
-            X_train[keep], y_train[keep], n_classes, l2=l2 * n / (n - 1), initial_Theta=fit.Theta,
+            X_train[keep],
+            y_train[keep],
+            n_classes,
+            l2=l2 * n / (n - 1),
+            initial_Theta=fit.Theta,
             gradient_tolerance=1e-10,
         )
         probability = refit.predict_proba(X_test[test_index : test_index + 1])[0, y_test[test_index]]

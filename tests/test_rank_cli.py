@@ -88,7 +88,7 @@ def set_cell(row: int, column: str, value):
 )
 def test_bad_input_exits_with_one_line(iris_csv, tmp_path, capsys, edit, extra, expected) -> None:
     path = bad_file(tmp_path, iris_csv, edit)
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         [
             "rank",
             str(path),

@@ -46,7 +46,7 @@ what it writes (re-running updates it; nothing is duplicated, no annotation is e
 )
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def add_connection_arguments(parser: argparse.ArgumentParser, *, project_required: bool = True) -> None:
     """``--url``, ``--project``, ``--api-key-file``: where the Label Studio project is and how to log in."""
     group = parser.add_argument_group("Label Studio")
     group.add_argument(
@@ -54,7 +54,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"Label Studio base URL, e.g. http://localhost:8080 (default: ${URL_ENV})",
     )
-    group.add_argument("--project", type=int, required=True, metavar="ID", help="the project id (in its URL)")
+    group.add_argument(
+        "--project", type=int, required=project_required, metavar="ID", help="the project id (in its URL)"
+    )
     group.add_argument(
         "--api-key-file",
         type=Path,
@@ -109,7 +111,14 @@ def register(subparsers: Any) -> None:
         epilog=AUDIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_arguments(parser)
+    add_connection_arguments(parser, project_required=False)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="TOML",
+        help="nightly mode: audit every project listed in this TOML file (see scripts/nightly_audit.py); "
+        "a state file keeps reviewed items from being flagged again and a lock stops overlapping runs",
+    )
     ranking = parser.add_argument_group("ranking")
     ranking.add_argument(
         "--model",
@@ -150,7 +159,12 @@ def register(subparsers: Any) -> None:
         default="view",
         help="view: predictions + a Data Manager tab in the project (default); project: a review project",
     )
-    output.add_argument("--report", type=Path, metavar="DIR", help="also write DIR/ranking.csv")
+    output.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/report.html, DIR/ranking.csv and DIR/ranking.parquet",
+    )
     output.add_argument(
         "--dry-run", action="store_true", help="rank and report, but write nothing to Label Studio"
     )
@@ -170,6 +184,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``relabel audit``; returns the exit code."""
     from relabel.audit import run_audit
 
+    if args.config is not None:
+        from relabel.nightly import run_nightly
+
+        return run_nightly(args.config, push=not args.dry_run)
+    if args.project is None:
+        raise RelabelError("give --project ID (or --config audit.toml for the nightly multi-project mode)")
     if args.top is not None and args.top < 1:
         raise RelabelError(f"--top must be at least 1; got {args.top}")
     if args.top_fraction is not None and not 0 < args.top_fraction <= 1:
