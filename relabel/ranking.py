@@ -349,11 +349,7 @@ class SuspicionScorer:
         gradients = self.solver.gradients
         item_gradient = gradients.per_example_gradients(np.array([index]))[0]
         influence = self.solver.influence_on(item_gradient)
-        influence[index] = np.nan
-        order = np.argsort(-np.nan_to_num(influence, nan=-np.inf), kind="stable")
-        supports = [j for j in order[:top] if influence[j] > 0]
-        opposes = [j for j in order[::-1][: top + 1] if np.isfinite(influence[j]) and influence[j] < 0][:top]
-        rows = [("supports", j) for j in supports] + [("opposes", j) for j in opposes]
+        rows = strongest_influences(influence, index, top)
         return pd.DataFrame(
             {
                 "role": [role for role, _ in rows],
@@ -362,6 +358,17 @@ class SuspicionScorer:
                 "label": [self.classes[self.y[j]] for _, j in rows],
             }
         )
+
+
+def strongest_influences(influence: np.ndarray, index: int, top: int) -> list[tuple[str, int]]:
+    """("supports", j) for the ``top`` largest positive influences on item ``index``, then ("opposes", j)
+    for the ``top`` most negative; the item itself is excluded. ``influence`` is not modified."""
+    influence = np.asarray(influence, dtype=np.float64).copy()
+    influence[index] = np.nan
+    order = np.argsort(-np.nan_to_num(influence, nan=-np.inf), kind="stable")
+    supports = [int(j) for j in order[:top] if influence[j] > 0]
+    opposes = [int(j) for j in order[::-1][: top + 1] if np.isfinite(influence[j]) and influence[j] < 0][:top]
+    return [("supports", j) for j in supports] + [("opposes", j) for j in opposes]
 
 
 def rank(

@@ -69,12 +69,9 @@ def _explanation_table(
     influence: np.ndarray, index: int, top: int, scorer: Any, ids: np.ndarray
 ) -> pd.DataFrame:
     """The ``top`` supporters (largest > 0) and opposers (most negative) of item ``index`` (not itself)."""
-    influence = influence.astype(np.float64, copy=True)
-    influence[index] = np.nan
-    order = np.argsort(-np.nan_to_num(influence, nan=-np.inf), kind="stable")
-    supports = [j for j in order[:top] if influence[j] > 0]
-    opposes = [j for j in order[::-1][: top + 1] if np.isfinite(influence[j]) and influence[j] < 0][:top]
-    rows = [("supports", j) for j in supports] + [("opposes", j) for j in opposes]
+    from relabel.ranking import strongest_influences
+
+    rows = strongest_influences(influence, index, top)
     return pd.DataFrame(
         {
             "role": [role for role, _ in rows],
