@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Open {result.url}")
     print(f"Log in as {server.username} / password {server.password}")
     elapsed = time.perf_counter() - started
-    print(f"(ranking: {result.report_path}; planted flips: {PLANTED_FILE}; took {elapsed:.0f} s)")
+    print(f"(report: {result.report_path}; planted flips: {PLANTED_FILE}; took {elapsed:.0f} s)")
     return 0
 
 
