@@ -507,6 +507,17 @@ def default_connector(project: ProjectConfig) -> Any:
     return LabelStudioConnector(project.url, project.api_key())
 
 
+def _unchanged_outcome(
+    name: str, state: ProjectState, push: bool, started: float, describe: Callable[[int], str]
+) -> ProjectOutcome:
+    """Outcome of a run that found nothing new: saves the state (not on a dry run, which leaves it as the
+    last real run left it) and reports ``describe(number of items still flagged)``."""
+    if push:
+        state.save()
+    n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
+    return ProjectOutcome(name, True, "unchanged", describe(n_flagged), time.perf_counter() - started)
+
+
 def audit_project(
     project: ProjectConfig,
     state_dir: Path,
@@ -537,16 +548,15 @@ def audit_project(
             changed = None
         if changed == [] and task_number is not None and task_number == state.task_number:
             state.last_run_at = now
-            if push:  # a dry run leaves the state as the last real run left it
-                state.save()
-            n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
-            return ProjectOutcome(
+            return _unchanged_outcome(
                 project.name,
-                True,
-                "unchanged",
-                f"tasks={task_number} flagged={n_flagged} new=0: no task changed since the last run "
-                "(Label Studio updated_at), not pulled, nothing pushed",
-                time.perf_counter() - started,
+                state,
+                push,
+                started,
+                lambda n_flagged: (
+                    f"tasks={task_number} flagged={n_flagged} new=0: no task changed since the "
+                    "last run (Label Studio updated_at), not pulled, nothing pushed"
+                ),
             )
 
     stage = time.perf_counter()
@@ -559,16 +569,15 @@ def audit_project(
     if not force and fingerprint == state.data_fingerprint and settings == state.settings_fingerprint:
         state.last_run_at = now  # nothing written: every change after the run started is seen next time
         state.server_watermark, state.task_number = run_started_watermark, task_number
-        if push:  # a dry run leaves the state as the last real run left it
-            state.save()
-        n_flagged = sum(1 for entry in state.items.values() if entry["status"] == "flagged")
-        return ProjectOutcome(
+        return _unchanged_outcome(
             project.name,
-            True,
-            "unchanged",
-            f"labeled={len(dataset)} flagged={n_flagged} new=0: pulled, but no label changed since the last "
-            "run; nothing pushed",
-            time.perf_counter() - started,
+            state,
+            push,
+            started,
+            lambda n_flagged: (
+                f"labeled={len(dataset)} flagged={n_flagged} new=0: pulled, but no label changed "
+                "since the last run; nothing pushed"
+            ),
         )
 
     bookkeeping = update_reviews(state, records, now)
