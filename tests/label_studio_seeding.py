@@ -173,6 +173,15 @@ def create_draft(server: LocalLabelStudio, task_id: int, result: list[dict[str, 
     return int(_check(response, f"creating a draft on task {task_id}")["id"])
 
 
+def get_json(server: LocalLabelStudio, path: str, **params: Any) -> Any:
+    """GET ``path`` on the server with the legacy token; asserts HTTP 200 and returns the JSON body."""
+    response = requests.get(
+        f"{server.url}{path}", params=params, headers=_headers(server), timeout=REQUEST_TIMEOUT_SECONDS
+    )
+    assert response.status_code == 200, response.text[:300]
+    return response.json()
+
+
 def export_tasks(server: LocalLabelStudio, project_id: int) -> list[dict[str, Any]]:
     """All tasks of a project as Label Studio's JSON export gives them (for assertions)."""
     response = requests.get(

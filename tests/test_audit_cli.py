@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 
 from connectors.label_studio_queue import VIEW_TITLE, review_marker
 from connectors.label_studio_server import find_free_port
@@ -18,6 +17,7 @@ from tests.label_studio_seeding import (
     choice_result,
     create_project,
     export_tasks,
+    get_json,
     import_tasks,
     text_classification_config,
     text_tasks,
@@ -46,17 +46,6 @@ def _sentiment_project(
     return project_id, {task_ids[row] for row in flipped_rows}
 
 
-def _get(server: Any, path: str, **params: Any) -> Any:
-    response = requests.get(
-        f"{server.url}{path}",
-        params=params,
-        headers={"Authorization": f"Token {server.legacy_token}"},
-        timeout=120,
-    )
-    assert response.status_code == 200, response.text[:300]
-    return response.json()
-
-
 def test_audit_end_to_end_with_a_personal_access_token(
     label_studio, monkeypatch, capsys, tmp_path: Path
 ) -> None:
@@ -72,7 +61,7 @@ def test_audit_end_to_end_with_a_personal_access_token(
     assert token not in captured.out + captured.err
     views = [
         v
-        for v in _get(label_studio, "/api/dm/views/", project=project_id)
+        for v in get_json(label_studio, "/api/dm/views/", project=project_id)
         if v["data"]["title"] == VIEW_TITLE
     ]
     assert len(views) == 1
@@ -85,7 +74,7 @@ def test_audit_end_to_end_with_a_personal_access_token(
     assert set(views[0]["data"]["filters"]["items"][0]["value"]) == flagged
     predictions = [
         p
-        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        for p in get_json(label_studio, "/api/predictions/", project=project_id)
         if p["model_version"] == "relabel-self_influence"
     ]
     assert sorted(int(p["task"]) for p in predictions) == sorted(flagged)
@@ -95,13 +84,13 @@ def test_audit_end_to_end_with_a_personal_access_token(
     capsys.readouterr()
     again = [
         p
-        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        for p in get_json(label_studio, "/api/predictions/", project=project_id)
         if p["model_version"].startswith("relabel-")
     ]
     assert len(again) == 6
     views = [
         v
-        for v in _get(label_studio, "/api/dm/views/", project=project_id)
+        for v in get_json(label_studio, "/api/dm/views/", project=project_id)
         if v["data"]["title"] == VIEW_TITLE
     ]
     assert len(views) == 1
@@ -119,7 +108,7 @@ def test_project_queue_sync_and_undo_through_the_cli(
 
     assert main(["audit", *common, "--top-fraction", "0.1", "--queue", "project"]) == 0
     out = capsys.readouterr().out
-    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     (review,) = [p for p in projects if review_marker(project_id) in (p.get("description") or "")]
     assert f"{label_studio.url}/projects/{review['id']}/data" in out
     review_tasks = sorted(export_tasks(label_studio, review["id"]), key=lambda task: task["id"])
@@ -140,7 +129,7 @@ def test_project_queue_sync_and_undo_through_the_cli(
     assert (
         sum(len(a) for a in after.values()) == sum(len(a) for a in before.values()) + 1
     )  # the synced decision
-    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     assert all(review_marker(project_id) not in (p.get("description") or "") for p in projects)
 
 

@@ -29,23 +29,13 @@ from tests.label_studio_seeding import (
     create_draft,
     create_project,
     export_tasks,
+    get_json,
     import_tasks,
     text_classification_config,
     text_tasks,
 )
 
 CLASSES = ["pos", "neg", "meh"]
-
-
-def _get(server: Any, path: str, **params: Any) -> Any:
-    response = requests.get(
-        f"{server.url}{path}",
-        params=params,
-        headers={"Authorization": f"Token {server.legacy_token}"},
-        timeout=120,
-    )
-    assert response.status_code == 200, response.text[:300]
-    return response.json()
 
 
 def _seed(server: Any, n_tasks: int = 30, title: str = "queue test") -> tuple[int, list[int]]:
@@ -65,12 +55,12 @@ def _items(task_ids: list[int], top: int, seed: int = 0) -> list[FlaggedItem]:
 
 
 def _relabel_predictions(server: Any, project_id: int) -> list[dict[str, Any]]:
-    predictions = _get(server, "/api/predictions/", project=project_id)
+    predictions = get_json(server, "/api/predictions/", project=project_id)
     return [p for p in predictions if str(p["model_version"]).startswith("relabel-")]
 
 
 def _relabel_views(server: Any, project_id: int) -> list[dict[str, Any]]:
-    views = _get(server, "/api/dm/views/", project=project_id)
+    views = get_json(server, "/api/dm/views/", project=project_id)
     return [v for v in views if v["data"].get("title") == VIEW_TITLE]
 
 
@@ -123,7 +113,7 @@ def test_view_push_creates_one_prediction_per_flagged_task_and_the_view(label_st
             }
         ],
     }
-    in_view = _get(label_studio, "/api/tasks/", view=result.view_id, project=project_id, page_size=100)
+    in_view = get_json(label_studio, "/api/tasks/", view=result.view_id, project=project_id, page_size=100)
     assert sorted(task["id"] for task in in_view["tasks"]) == sorted(item.task_id for item in items)
     assert result.url == f"{label_studio.url}/projects/{project_id}/data?tab={result.view_id}"
 
@@ -159,11 +149,11 @@ def test_view_rerun_duplicates_nothing_and_updates_in_place(label_studio, connec
     assert sorted(int(p["task"]) for p in predictions) == sorted(item.task_id for item in reordered)
     assert len(_relabel_views(label_studio, project_id)) == 1
     assert third.view_id == first.view_id
-    view = _get(label_studio, f"/api/dm/views/{first.view_id}/")
+    view = get_json(label_studio, f"/api/dm/views/{first.view_id}/")
     assert view["data"]["filters"]["items"][0]["value"] == [item.task_id for item in reordered]
     others = [
         p
-        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        for p in get_json(label_studio, "/api/predictions/", project=project_id)
         if p["model_version"] == "other-model"
     ]
     assert len(others) == 1
@@ -176,7 +166,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
 
     result = queue.push(project_id, items, mode="project")
 
-    review = _get(label_studio, f"/api/projects/{result.review_project_id}/")
+    review = get_json(label_studio, f"/api/projects/{result.review_project_id}/")
     assert review["title"] == "Sentiment batch" + REVIEW_TITLE_SUFFIX
     assert review_marker(project_id) in review["description"]
     assert review["sampling"] == "Sequential sampling"
@@ -186,7 +176,8 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     assert [task["data"]["relabel_rank"] for task in tasks] == list(range(1, 8))
     assert [task["data"]["relabel_source_task"] for task in tasks] == [item.task_id for item in items]
     review_predictions = {
-        int(p["task"]): p for p in _get(label_studio, "/api/predictions/", project=result.review_project_id)
+        int(p["task"]): p
+        for p in get_json(label_studio, "/api/predictions/", project=result.review_project_id)
     }
     assert len(review_predictions) == len(tasks)
     for task, item in zip(tasks, items, strict=True):
@@ -219,7 +210,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     untouched = sorted((t for t in after if not t["annotations"] and not t["drafts"]), key=lambda t: t["id"])
     ranks = [task["data"]["relabel_rank"] for task in untouched]
     assert ranks == sorted(ranks)  # the open queue is in rank order
-    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     assert sum(review_marker(project_id) in (p.get("description") or "") for p in projects) == 1
 
 
@@ -313,11 +304,11 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
     assert result.views_deleted == 1
     assert _relabel_predictions(label_studio, project_id) == []
     assert _relabel_views(label_studio, project_id) == []
-    projects = _get(label_studio, "/api/projects/", page_size=1000)["results"]
+    projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     assert all(review_marker(project_id) not in (p.get("description") or "") for p in projects)
     others = [
         p
-        for p in _get(label_studio, "/api/predictions/", project=project_id)
+        for p in get_json(label_studio, "/api/predictions/", project=project_id)
         if p["model_version"] == "other-model"
     ]
     assert len(others) == 1
