@@ -240,19 +240,55 @@ def write_report(
     a PNG file path) shown above the table; with ``score_plot`` a score-by-rank plot is added first.
     The HTML table shows the top ``max(n_flagged, …)`` items up to ``max_rows``.
     """
-    from relabel.methods import suspicion_ranks
-
     directory = Path(report_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    ranking = _ranked(ranking, method, id_column)
+    if n_flagged is None:
+        n_flagged = int(ranking["flagged"].sum()) if "flagged" in ranking.columns else min(20, len(ranking))
+    paths = _write_tables(directory, ranking)
+
+    score_columns = [column for column in SCORE_COLUMNS if column in ranking.columns]
+    figures = _report_figures(ranking, n_flagged, score_columns, plots, score_plot)
+    shown = _shown_rows(ranking, n_flagged, max_rows)
+    flagged_ids = {_plain(value) for value in shown[id_column]} if id_column in ranking else set()
+    rows_html = [
+        _table_row(row, ranking, score_columns, id_column, previews or {}, explanations or {}, flagged_ids)
+        for _, row in shown.iterrows()
+    ]
+    cards = {
+        "items ranked": len(ranking),
+        "flagged for review": n_flagged,
+        "flagged where the model disagrees": _count_changed(shown),
+        "ranked by": method,
+        **(summary or {}),
+    }
+    page = (
+        _page_head(title)
+        + _summary_block(title, cards)
+        + _plot_block(figures)
+        + _table_block(_header_cells(score_columns), rows_html)
+        + "</body></html>\n"
+    )
+    paths["report_html"].write_text(page, encoding="utf-8")
+    return paths
+
+
+def _ranked(ranking: pd.DataFrame, method: str, id_column: str) -> pd.DataFrame:
+    """A copy of ``ranking`` sorted by ``rank`` (1 first, stable), with a ``rank`` column computed from the
+    ``method`` scores (higher score = lower rank number) inserted after ``id_column`` when absent."""
+    from relabel.methods import suspicion_ranks
+
     ranking = ranking.copy()
     if "rank" not in ranking.columns:
         ranking.insert(
             1 if id_column in ranking.columns else 0, "rank", suspicion_ranks(ranking[method].to_numpy())
         )
-    ranking = ranking.sort_values("rank", kind="stable").reset_index(drop=True)
-    if n_flagged is None:
-        n_flagged = int(ranking["flagged"].sum()) if "flagged" in ranking.columns else min(20, len(ranking))
+    return ranking.sort_values("rank", kind="stable").reset_index(drop=True)
 
+
+def _write_tables(directory: Path, ranking: pd.DataFrame) -> dict[str, Path]:
+    """Write every row of ``ranking`` to ``ranking.csv`` and ``ranking.parquet`` (no index); returns the
+    paths of those two and of the ``report.html`` still to be written."""
     paths = {
         "ranking_csv": directory / "ranking.csv",
         "ranking_parquet": directory / "ranking.parquet",
@@ -260,8 +296,19 @@ def write_report(
     }
     ranking.to_csv(paths["ranking_csv"], index=False)
     ranking.to_parquet(paths["ranking_parquet"], index=False)
+    return paths
 
-    score_columns = [column for column in SCORE_COLUMNS if column in ranking.columns]
+
+def _report_figures(
+    ranking: pd.DataFrame,
+    n_flagged: int,
+    score_columns: Sequence[str],
+    plots: Sequence[tuple[str, bytes | str | Path]],
+    score_plot: bool,
+) -> list[tuple[str, bytes]]:
+    """(caption, PNG bytes) for each figure, in page order: the score-by-rank plot first (with
+    ``score_plot`` and at least one score column; ``random`` left out unless it is the only one), then
+    ``plots``, whose images are PNG bytes or a path to a PNG file (read here)."""
     figures: list[tuple[str, bytes]] = []
     if score_plot and score_columns:
         figures.append(
@@ -274,74 +321,102 @@ def write_report(
         )
     for caption, image in plots:
         figures.append((caption, Path(image).read_bytes() if isinstance(image, (str, Path)) else image))
+    return figures
 
-    if "flagged" in ranking.columns and ranking["flagged"].any():  # e.g. reviewed items skipped by nightly
-        shown = ranking[ranking["flagged"].astype(bool)].head(max_rows)
-    else:
-        shown = ranking.head(min(max(n_flagged, 1), max_rows))
-    flagged_ids = {_plain(value) for value in shown[id_column]} if id_column in ranking else set()
-    previews = previews or {}
-    explanations = explanations or {}
+
+def _shown_rows(ranking: pd.DataFrame, n_flagged: int, max_rows: int) -> pd.DataFrame:
+    """The rows listed in the HTML table, in rank order: the rows marked ``flagged`` when any is (e.g.
+    reviewed items skipped by nightly), else the top ``max(n_flagged, 1)``; at most ``max_rows`` rows."""
+    if "flagged" in ranking.columns and ranking["flagged"].any():
+        return ranking[ranking["flagged"].astype(bool)].head(max_rows)
+    return ranking.head(min(max(n_flagged, 1), max_rows))
+
+
+def _count_changed(shown: pd.DataFrame) -> int:
+    """How many listed items have a suggested label different from the given one (0 without both columns)."""
+    if {"current_label", "suggested_label"} <= set(shown.columns):
+        return int((shown["current_label"].astype(str) != shown["suggested_label"].astype(str)).sum())
+    return 0
+
+
+def _header_cells(score_columns: Sequence[str]) -> list[str]:
+    """The table's column headings (HTML): item facts, one per score column, then the explanations."""
     header_cells = ["rank", "item", "preview", "given label", "suggested label", "p(suggested)"]
     header_cells += [f"{column}<br><small>(rank)</small>" for column in score_columns]
     header_cells.append("strongest training items (influence on this item's loss)")
-    rows_html = []
-    for _, row in shown.iterrows():
-        item = _plain(row[id_column]) if id_column in row.index else _plain(row.name)
-        given = row.get("current_label", "")
-        suggested = row.get("suggested_label", "")
-        changed = ' class="changed"' if str(given) != str(suggested) else ""
-        cells = [
-            f'<td class="num">{int(row["rank"])}</td>',
-            f"<td>{html.escape(str(item))}</td>",
-            _preview_cell(previews.get(item)),
-            f"<td>{html.escape(str(given))}</td>",
-            f"<td{changed}>{html.escape(str(suggested))}</td>",
-            f'<td class="num">{_format_score(row.get("predicted_probability", np.nan))}</td>',
-        ]
-        for column in score_columns:
-            column_rank = int(np.sum(ranking[column].to_numpy(dtype=float) > float(row[column]))) + 1
-            cells.append(
-                f'<td class="num">{_format_score(row[column])}<br><small>({column_rank})</small></td>'
-            )
-        cells.append(_explanation_cell(explanations.get(item), flagged_ids))
-        rows_html.append("<tr>" + "".join(cells) + "</tr>")
+    return header_cells
 
-    n_changed = (
-        int((shown["current_label"].astype(str) != shown["suggested_label"].astype(str)).sum())
-        if {
-            "current_label",
-            "suggested_label",
-        }
-        <= set(shown.columns)
-        else 0
+
+def _score_cell(ranking: pd.DataFrame, column: str, value: Any) -> str:
+    """A score cell: the score (3 significant digits) over the item's rank by that score among all rows of
+    ``ranking`` (1 + the number of strictly higher scores, so ties share the best rank)."""
+    column_rank = int(np.sum(ranking[column].to_numpy(dtype=float) > float(value))) + 1
+    return f'<td class="num">{_format_score(value)}<br><small>({column_rank})</small></td>'
+
+
+def _table_row(
+    row: pd.Series,
+    ranking: pd.DataFrame,
+    score_columns: Sequence[str],
+    id_column: str,
+    previews: Mapping[Any, bytes | str],
+    explanations: Mapping[Any, pd.DataFrame],
+    flagged_ids: set[Any],
+) -> str:
+    """One ``<tr>``: rank, item id, preview, given and suggested label (red when they differ), the
+    predicted probability of the suggested label, each score with its rank, and the explanation cell."""
+    item = _plain(row[id_column]) if id_column in row.index else _plain(row.name)
+    given = row.get("current_label", "")
+    suggested = row.get("suggested_label", "")
+    changed = ' class="changed"' if str(given) != str(suggested) else ""
+    cells = [
+        f'<td class="num">{int(row["rank"])}</td>',
+        f"<td>{html.escape(str(item))}</td>",
+        _preview_cell(previews.get(item)),
+        f"<td>{html.escape(str(given))}</td>",
+        f"<td{changed}>{html.escape(str(suggested))}</td>",
+        f'<td class="num">{_format_score(row.get("predicted_probability", np.nan))}</td>',
+    ]
+    cells += [_score_cell(ranking, column, row[column]) for column in score_columns]
+    cells.append(_explanation_cell(explanations.get(item), flagged_ids))
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _page_head(title: str) -> str:
+    """``<!DOCTYPE html>`` through ``<body>``: the escaped title and the inline CSS (no external assets)."""
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+        f"<style>{CSS}</style></head><body>\n"
     )
-    cards = {
-        "items ranked": len(ranking),
-        "flagged for review": n_flagged,
-        "flagged where the model disagrees": n_changed,
-        "ranked by": method,
-        **(summary or {}),
-    }
+
+
+def _summary_block(title: str, cards: Mapping[str, Any]) -> str:
+    """The heading, the generation time (UTC, to the minute) and one card per key → value fact."""
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cards_html = "".join(
         f"<div class='card'><b>{html.escape(str(value))}</b><span>{html.escape(str(key))}</span></div>"
         for key, value in cards.items()
     )
+    return (
+        f"<h1>{html.escape(title)}</h1>\n"
+        f'<div class="meta">generated {generated} ·\n'
+        "ranking.csv and ranking.parquet next to this file hold every item</div>\n"
+        f'<div class="cards">{cards_html}</div>\n'
+    )
+
+
+def _plot_block(figures: Sequence[tuple[str, bytes]]) -> str:
+    """The "Scores" section: each (caption, PNG bytes) as an inline ``data:`` image with its caption."""
     figures_html = "".join(
         f'<figure><img class="plot" src="{png_data_uri(png)}" alt="{html.escape(caption)}">'
         f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
         for caption, png in figures
     )
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<div class="meta">generated {generated} ·
-ranking.csv and ranking.parquet next to this file hold every item</div>
-<div class="cards">{cards_html}</div>
-<h2>Scores</h2>{figures_html}
-<h2>Flagged items, most suspicious first</h2>
+    return f"<h2>Scores</h2>{figures_html}\n"
+
+
+TABLE_NOTE = """\
 <p class="note">Check these labels first. <span class="changed">Red</span> suggested labels differ from
 the given label. Scores: higher = more suspicious; the small number is the item's rank by that score.
 <b>self_influence</b> = g<sub>i</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>, how much the model had to bend
@@ -349,12 +424,17 @@ to fit this label (Koh &amp; Liang 2017); <b>loss</b> = −log p(given label). T
 training items that most <span class="sup">support</span> and most <span class="opp">oppose</span> the given
 label: influence g<sub>j</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>; a flagged item supported mainly by
 items that are themselves flagged (⚑) is a likely error.</p>
-<table><thead><tr>{"".join(f"<th>{cell}</th>" for cell in header_cells)}</tr></thead>
-<tbody>{"".join(rows_html)}</tbody></table>
-</body></html>
 """
-    paths["report_html"].write_text(page, encoding="utf-8")
-    return paths
+
+
+def _table_block(header_cells: Sequence[str], rows_html: Sequence[str]) -> str:
+    """The "Flagged items" section: how to read the table (``TABLE_NOTE``), then the table itself."""
+    return (
+        "<h2>Flagged items, most suspicious first</h2>\n"
+        + TABLE_NOTE
+        + f"<table><thead><tr>{''.join(f'<th>{cell}</th>' for cell in header_cells)}</tr></thead>\n"
+        + f"<tbody>{''.join(rows_html)}</tbody></table>\n"
+    )
 
 
 def write_audit_report(
