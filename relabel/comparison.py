@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -366,6 +367,51 @@ def compare_methods(
     """
     config = config or ComparisonConfig()
     config.validate()
+    X, y, n_classes, known_errors = _checked_inputs(X, y, config, n_classes, known_errors)
+
+    fractions_checked = np.linspace(0.0, 1.0, config.curve_points)
+    rows: list[dict[str, object]] = []
+    curves: dict[str, list[np.ndarray]] = {method: [] for method in config.methods}
+    ideal_curves: list[np.ndarray] = []
+    steps_per_seed = 3 + len(config.methods)
+    with tqdm(total=len(config.seeds) * steps_per_seed, desc="compare", disable=not config.progress) as bar:
+        for seed in config.seeds:
+            bar.set_postfix(seed=seed, stage="fit")
+            split = _split_for_seed(X, y, config, seed, n_classes, known_errors, true_labels)
+            evaluation = _evaluate_seed(split, config, seed, n_classes, fractions_checked, bar)
+            rows += evaluation.rows
+            for method, curve in evaluation.curves.items():
+                curves[method].append(curve)
+            ideal_curves.append(evaluation.ideal_curve)
+            if on_seed_done is not None:
+                on_seed_done(seed)
+
+    per_seed = pd.DataFrame(rows)
+    result = ComparisonResult(
+        config=config,
+        per_seed=per_seed,
+        summary=pd.DataFrame(),
+        fractions_checked=fractions_checked,
+        curves={method: np.vstack(values) for method, values in curves.items()},
+        ideal_curve=np.mean(ideal_curves, axis=0),
+        description=description,
+    )
+    result.summary = summarise(per_seed, result.metric_columns(), config.methods)
+    return result
+
+
+def _checked_inputs(
+    X: np.ndarray,
+    y: Sequence[int] | np.ndarray,
+    config: ComparisonConfig,
+    n_classes: int | None,
+    known_errors: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+    """(X as (n, d) float64, y as (n,) int64, K, known_errors as (n,) bool or None), or InputError.
+
+    Exactly one source of errors is allowed: injected noise (``config.noise``) or ``known_errors``, which
+    must mark at least one item; every class must have enough items (:func:`check_class_counts`).
+    """
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.integer):
@@ -387,95 +433,123 @@ def compare_methods(
     elif known_errors is not None:
         raise InputError("give either injected noise or known errors, not both")
     check_class_counts(y, list(range(n_classes)))
+    return X, y, n_classes, known_errors
 
-    fractions_checked = np.linspace(0.0, 1.0, config.curve_points)
-    rows: list[dict[str, object]] = []
-    curves: dict[str, list[np.ndarray]] = {method: [] for method in config.methods}
-    ideal_curves: list[np.ndarray] = []
-    ranker_methods = tuple(m for m in config.methods if m != "confident_learning")
-    steps_per_seed = 3 + len(config.methods)
-    with tqdm(total=len(config.seeds) * steps_per_seed, desc="compare", disable=not config.progress) as bar:
-        for seed in config.seeds:
-            bar.set_postfix(seed=seed, stage="fit")
-            split = _split_for_seed(X, y, config, seed, n_classes, known_errors, true_labels)
-            scorer = SuspicionScorer(model="logistic", l2=config.l2, seed=seed).fit(
-                split.X_train, split.y_train, classes=list(range(n_classes))
-            )
-            noisy_fit = scorer.logistic_fit
-            bar.update(1)
-            bar.set_postfix(seed=seed, stage="score")
-            scores = scorer.scores(ranker_methods) if ranker_methods else pd.DataFrame()
-            if "confident_learning" in config.methods:
-                scores["confident_learning"] = out_of_fold_self_confidence_scores(
-                    split.X_train,
-                    split.y_train,
-                    n_classes,
-                    folds=config.cv_folds,
-                    l2=config.l2,
-                    seed=seed,
-                    warm_start=noisy_fit,
-                )
-            bar.update(1)
-            accuracy_noisy = _accuracy(noisy_fit, split.X_test, split.y_test)
-            if split.true_train is not None and config.noise is not None:
-                clean_fit = _fit(split.X_train, split.true_train, n_classes, config.l2, noisy_fit)
-                accuracy_clean = _accuracy(clean_fit, split.X_test, split.y_test)
-            else:
-                accuracy_clean = float("nan")
-            bar.update(1)
-            n_train = len(split.y_train)
-            n_fixed = round(config.fix_fraction * n_train)
-            ideal_curves.append(
-                np.minimum(1.0, np.round(fractions_checked * n_train) / max(1, split.is_error.sum()))
-            )
-            fixed_accuracy: dict[bytes, float] = {}
-            for method in config.methods:
-                bar.set_postfix(seed=seed, stage=f"refit {method}")
-                method_scores = np.asarray(scores[method], dtype=np.float64)
-                metrics = detection_metrics(method_scores, split.is_error, config.checked_fractions)
-                curves[method].append(errors_found_curve(method_scores, split.is_error, fractions_checked))
-                top = suspicion_ranks(method_scores) <= n_fixed
-                found = top & split.is_error
-                key = found.tobytes()
-                if key not in fixed_accuracy:  # methods that found the same errors share one refit
-                    if split.true_train is not None:
-                        fixed_labels = split.y_train.copy()
-                        fixed_labels[found] = split.true_train[found]
-                        fixed_fit = _fit(split.X_train, fixed_labels, n_classes, config.l2, noisy_fit)
-                    else:
-                        keep = ~found
-                        fixed_fit = _fit(
-                            split.X_train[keep], split.y_train[keep], n_classes, config.l2, noisy_fit
-                        )
-                    fixed_accuracy[key] = _accuracy(fixed_fit, split.X_test, split.y_test)
-                rows.append(
-                    {
-                        "seed": seed,
-                        "method": method,
-                        "n_train": n_train,
-                        "n_errors": int(split.is_error.sum()),
-                        **metrics,
-                        "test_accuracy_fixed": fixed_accuracy[key],
-                        "test_accuracy_noisy": accuracy_noisy,
-                        "test_accuracy_clean": accuracy_clean,
-                    }
-                )
-                bar.update(1)
-            if on_seed_done is not None:
-                on_seed_done(seed)
 
-    per_seed = pd.DataFrame(rows)
-    result = ComparisonResult(
-        config=config,
-        per_seed=per_seed,
-        summary=pd.DataFrame(),
-        fractions_checked=fractions_checked,
-        curves={method: np.vstack(values) for method, values in curves.items()},
-        ideal_curve=np.mean(ideal_curves, axis=0),
-        description=description,
+@dataclass
+class SeedEvaluation:
+    """One seed's results: ``rows`` (one per method, the columns of ``ComparisonResult.per_seed``),
+    ``curves`` (method → errors found at each fraction checked, shape (curve_points,)) and ``ideal_curve``
+    (the same for a ranking with every error first)."""
+
+    rows: list[dict[str, object]]
+    curves: dict[str, np.ndarray]
+    ideal_curve: np.ndarray
+
+
+def _evaluate_seed(
+    split: SeedSplit,
+    config: ComparisonConfig,
+    seed: int,
+    n_classes: int,
+    fractions_checked: np.ndarray,
+    bar: Any,
+) -> SeedEvaluation:
+    """Steps 2–4 of the protocol for one seed's split: fit, score, reference accuracies, then per method
+    the detection metrics, the errors-found curve and the accuracy after fix-and-refit.
+
+    ``bar`` (tqdm, its stage already "fit") advances 3 + len(config.methods) steps. Accuracies are
+    fractions of the test part in [0, 1]; methods whose top ``fix_fraction`` holds the same errors share
+    one refit.
+    """
+    scorer = SuspicionScorer(model="logistic", l2=config.l2, seed=seed).fit(
+        split.X_train, split.y_train, classes=list(range(n_classes))
     )
-    result.summary = summarise(per_seed, result.metric_columns(), config.methods)
-    return result
+    noisy_fit = scorer.logistic_fit
+    bar.update(1)
+    bar.set_postfix(seed=seed, stage="score")
+    scores = _training_scores(scorer, split, config, seed, n_classes)
+    bar.update(1)
+    accuracy_noisy, accuracy_clean = _reference_accuracies(split, config, n_classes, noisy_fit)
+    bar.update(1)
+    n_train = len(split.y_train)
+    n_fixed = round(config.fix_fraction * n_train)
+    evaluation = SeedEvaluation(
+        rows=[],
+        curves={},
+        ideal_curve=np.minimum(1.0, np.round(fractions_checked * n_train) / max(1, split.is_error.sum())),
+    )
+    fixed_accuracy: dict[bytes, float] = {}
+    for method in config.methods:
+        bar.set_postfix(seed=seed, stage=f"refit {method}")
+        method_scores = np.asarray(scores[method], dtype=np.float64)
+        metrics = detection_metrics(method_scores, split.is_error, config.checked_fractions)
+        evaluation.curves[method] = errors_found_curve(method_scores, split.is_error, fractions_checked)
+        found = (suspicion_ranks(method_scores) <= n_fixed) & split.is_error
+        key = found.tobytes()
+        if key not in fixed_accuracy:  # methods that found the same errors share one refit
+            fixed_accuracy[key] = _fixed_accuracy(split, found, n_classes, config.l2, noisy_fit)
+        evaluation.rows.append(
+            {
+                "seed": seed,
+                "method": method,
+                "n_train": n_train,
+                "n_errors": int(split.is_error.sum()),
+                **metrics,
+                "test_accuracy_fixed": fixed_accuracy[key],
+                "test_accuracy_noisy": accuracy_noisy,
+                "test_accuracy_clean": accuracy_clean,
+            }
+        )
+        bar.update(1)
+    return evaluation
+
+
+def _training_scores(
+    scorer: SuspicionScorer, split: SeedSplit, config: ComparisonConfig, seed: int, n_classes: int
+) -> pd.DataFrame:
+    """Every training item's score by each of ``config.methods`` (higher = more suspicious), one column per
+    method: the scorer's methods from its fit, ``confident_learning`` from k-fold cross-validation."""
+    ranker_methods = tuple(m for m in config.methods if m != "confident_learning")
+    scores = scorer.scores(ranker_methods) if ranker_methods else pd.DataFrame()
+    if "confident_learning" in config.methods:
+        scores["confident_learning"] = out_of_fold_self_confidence_scores(
+            split.X_train,
+            split.y_train,
+            n_classes,
+            folds=config.cv_folds,
+            l2=config.l2,
+            seed=seed,
+            warm_start=scorer.logistic_fit,
+        )
+    return scores
+
+
+def _reference_accuracies(
+    split: SeedSplit, config: ComparisonConfig, n_classes: int, noisy_fit: LogisticFit
+) -> tuple[float, float]:
+    """Test accuracy (fraction in [0, 1]) of the model fitted to the labels as given, and of one refitted
+    to the true training labels (NaN unless noise was injected, i.e. the truth is known)."""
+    accuracy_noisy = _accuracy(noisy_fit, split.X_test, split.y_test)
+    if split.true_train is not None and config.noise is not None:
+        clean_fit = _fit(split.X_train, split.true_train, n_classes, config.l2, noisy_fit)
+        return accuracy_noisy, _accuracy(clean_fit, split.X_test, split.y_test)
+    return accuracy_noisy, float("nan")
+
+
+def _fixed_accuracy(
+    split: SeedSplit, found: np.ndarray, n_classes: int, l2: float, noisy_fit: LogisticFit
+) -> float:
+    """Test accuracy (fraction in [0, 1]) after fixing the errors marked in ``found`` (bool, one per
+    training item) and refitting: their true labels restored when known, else those items dropped."""
+    if split.true_train is not None:
+        fixed_labels = split.y_train.copy()
+        fixed_labels[found] = split.true_train[found]
+        fixed_fit = _fit(split.X_train, fixed_labels, n_classes, l2, noisy_fit)
+    else:
+        keep = ~found
+        fixed_fit = _fit(split.X_train[keep], split.y_train[keep], n_classes, l2, noisy_fit)
+    return _accuracy(fixed_fit, split.X_test, split.y_test)
 
 
 def summarise(per_seed: pd.DataFrame, metrics: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
