@@ -99,22 +99,45 @@ class FileConnector:
         rows = _row_numbers(frame, file_format)
         where = _row_word(file_format)
         data_columns = [column for column in frame.columns if column != "__line__"]
-
-        def require(column: str, role: str) -> None:
-            if column not in data_columns:
-                raise InputError(
-                    f"{path}: no column {column!r} for the {role} (columns: "
-                    f"{', '.join(map(str, data_columns))})"
-                )
-
-        require(self.label_column, "label")
+        _require(path, data_columns, self.label_column, "label")
         if self.id_column is not None:
-            require(self.id_column, "id")
+            _require(path, data_columns, self.id_column, "id")
         if self.text_column is not None:
-            require(self.text_column, "text")
+            _require(path, data_columns, self.text_column, "text")
         if len(frame) == 0:
             raise InputError(f"{path}: the file holds no rows")
 
+        classes, labels = self._labels(frame, rows, where, path)
+        ids = self._ids(frame, rows, where, path)
+        inputs, kind = self._inputs(frame, data_columns, ids, rows, where, path)
+        order = np.argsort(ids, kind="stable")
+        if not np.array_equal(order, np.arange(len(ids))):
+            ids = ids[order]
+            labels = labels[order]
+            inputs = inputs.iloc[order] if isinstance(inputs, pd.DataFrame) else [inputs[i] for i in order]
+        return LabeledDataset(
+            ids=ids,
+            inputs=inputs,
+            kind=kind,  # type: ignore[arg-type]
+            labels=labels,
+            classes=classes,
+            provenance=_file_provenance(ids),
+            unlabeled_ids=[],
+            source={
+                "type": "file",
+                "path": str(path),
+                "format": file_format,
+                "label_column": self.label_column,
+                "id_column": self.id_column,
+                "text_column": self.text_column,
+            },
+        )
+
+    def _labels(
+        self, frame: pd.DataFrame, rows: np.ndarray, where: str, path: Path
+    ) -> tuple[list[str], np.ndarray]:
+        """(classes, labels): the distinct labels sorted (numbers numerically first, then text) and each
+        row's label, both as text (object array, file order); InputError naming the first unlabeled row."""
         labels_raw = frame[self.label_column]
         missing = labels_raw.isna() | labels_raw.astype(str).str.strip().eq("")
         if missing.any():
@@ -128,81 +151,80 @@ class FileConnector:
             set(label_values), key=lambda value: (not _is_number(value), _sort_key(value))
         )
         classes = [_label_text(value) for value in classes_sorted]
-        labels = np.array([_label_text(value) for value in label_values], dtype=object)
+        return classes, np.array([_label_text(value) for value in label_values], dtype=object)
 
-        if self.id_column is not None:
-            id_series = frame[self.id_column]
-            if id_series.isna().any():
-                first = int(np.flatnonzero(id_series.isna().to_numpy())[0])
-                raise InputError(f"{path}: {where} {rows[first]} has no id in column {self.id_column!r}")
-            duplicated = id_series.duplicated(keep="first")
-            if duplicated.any():
-                first = int(np.flatnonzero(duplicated.to_numpy())[0])
-                raise InputError(
-                    f"{path}: {where} {rows[first]} repeats id {id_series.tolist()[first]!r} of column "
-                    f"{self.id_column!r}; ids must be unique"
-                )
-            ids = id_series.to_numpy()
-        else:
-            ids = np.arange(len(frame), dtype=np.int64)
+    def _ids(self, frame: pd.DataFrame, rows: np.ndarray, where: str, path: Path) -> np.ndarray:
+        """Item ids in file order: the ``id_column`` values (present and unique, else InputError naming the
+        first offending row), or the 0-based row positions (int64) without an id column."""
+        if self.id_column is None:
+            return np.arange(len(frame), dtype=np.int64)
+        id_series = frame[self.id_column]
+        if id_series.isna().any():
+            first = int(np.flatnonzero(id_series.isna().to_numpy())[0])
+            raise InputError(f"{path}: {where} {rows[first]} has no id in column {self.id_column!r}")
+        duplicated = id_series.duplicated(keep="first")
+        if duplicated.any():
+            first = int(np.flatnonzero(duplicated.to_numpy())[0])
+            raise InputError(
+                f"{path}: {where} {rows[first]} repeats id {id_series.tolist()[first]!r} of column "
+                f"{self.id_column!r}; ids must be unique"
+            )
+        return id_series.to_numpy()
 
+    def _inputs(
+        self,
+        frame: pd.DataFrame,
+        data_columns: Sequence[str],
+        ids: np.ndarray,
+        rows: np.ndarray,
+        where: str,
+        path: Path,
+    ) -> tuple[list[str] | pd.DataFrame, str]:
+        """(inputs, kind) in file order: the ``text_column`` strings (kind "text"), or the feature columns as
+        a float64 DataFrame indexed by ``ids`` (kind "tabular"); InputError naming an empty or bad cell."""
         if self.text_column is not None:
             texts = frame[self.text_column]
             empty = texts.isna()
             if empty.any():
                 first = int(np.flatnonzero(empty.to_numpy())[0])
                 raise InputError(f"{path}: {where} {rows[first]} has no text in column {self.text_column!r}")
-            inputs: object = [str(value) for value in texts.tolist()]
-            kind = "text"
-        else:
-            excluded = {self.label_column, self.id_column}
-            columns = (
-                list(self.feature_columns)
-                if self.feature_columns is not None
-                else [column for column in data_columns if column not in excluded]
-            )
-            for column in columns:
-                require(column, "features")
-            if not columns:
-                raise InputError(
-                    f"{path}: no feature columns besides the label; name them with feature_columns"
-                )
-            inputs = _numeric_frame(frame, columns, rows, where, path)
-            inputs.index = pd.Index(ids, name="id")
-            kind = "tabular"
+            return [str(value) for value in texts.tolist()], "text"
+        excluded = {self.label_column, self.id_column}
+        columns = (
+            list(self.feature_columns)
+            if self.feature_columns is not None
+            else [column for column in data_columns if column not in excluded]
+        )
+        for column in columns:
+            _require(path, data_columns, column, "features")
+        if not columns:
+            raise InputError(f"{path}: no feature columns besides the label; name them with feature_columns")
+        inputs = _numeric_frame(frame, columns, rows, where, path)
+        inputs.index = pd.Index(ids, name="id")
+        return inputs, "tabular"
 
-        order = np.argsort(ids, kind="stable")
-        if not np.array_equal(order, np.arange(len(ids))):
-            ids = ids[order]
-            labels = labels[order]
-            inputs = inputs.iloc[order] if isinstance(inputs, pd.DataFrame) else [inputs[i] for i in order]
-        provenance = pd.DataFrame(
-            {
-                "annotation_id": pd.array([pd.NA] * len(ids), dtype="Int64"),
-                "annotator": [""] * len(ids),
-                "updated_at": pd.to_datetime([pd.NaT] * len(ids), utc=True),
-                "n_annotations": np.ones(len(ids), dtype=np.int64),
-                "disagreement": np.zeros(len(ids), dtype=bool),
-            },
-            index=pd.Index(ids, name="id"),
+
+def _require(path: Path, data_columns: Sequence[str], column: str, role: str) -> None:
+    """InputError naming the file's columns when ``column`` (wanted for ``role``) is not among them."""
+    if column not in data_columns:
+        raise InputError(
+            f"{path}: no column {column!r} for the {role} (columns: {', '.join(map(str, data_columns))})"
         )
-        return LabeledDataset(
-            ids=ids,
-            inputs=inputs,
-            kind=kind,  # type: ignore[arg-type]
-            labels=labels,
-            classes=classes,
-            provenance=provenance,
-            unlabeled_ids=[],
-            source={
-                "type": "file",
-                "path": str(path),
-                "format": file_format,
-                "label_column": self.label_column,
-                "id_column": self.id_column,
-                "text_column": self.text_column,
-            },
-        )
+
+
+def _file_provenance(ids: np.ndarray) -> pd.DataFrame:
+    """Provenance for items read from a file, indexed by ``ids``: no annotation id, annotator or time
+    (NA/""/NaT), one annotation each and no disagreement (a file holds a single label per item)."""
+    return pd.DataFrame(
+        {
+            "annotation_id": pd.array([pd.NA] * len(ids), dtype="Int64"),
+            "annotator": [""] * len(ids),
+            "updated_at": pd.to_datetime([pd.NaT] * len(ids), utc=True),
+            "n_annotations": np.ones(len(ids), dtype=np.int64),
+            "disagreement": np.zeros(len(ids), dtype=bool),
+        },
+        index=pd.Index(ids, name="id"),
+    )
 
 
 def load_file_dataset(
