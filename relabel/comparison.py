@@ -7,11 +7,12 @@ Protocol (one seed; Koh & Liang 2017, §5.4 / Figure 6):
    them, and a fraction ``rate`` of the training labels is flipped. With known errors (a column, or
    reviewers' decisions), the test part is drawn from items *not* marked as errors and the training part
    keeps its labels as given.
-2. Fit the logistic model (design.md) to the training part and score every training item by each method
-   (higher = more suspicious): ``self_influence``, ``loss``, ``margin``, ``random`` (from
-   :class:`relabel.SuspicionScorer`) and ``confident_learning``: out-of-sample self-confidence from k-fold
-   cross-validation, score_i = 1 − p̂_oof,i[y_i], where p̂_oof,i is predicted by the same logistic model
-   (same λ) fitted on the folds that do not contain i (Northcutt et al. 2021's standard baseline).
+2. Fit the logistic model (docs/maths.md, § Model and objective) to the training part and score every
+   training item by each method (higher = more suspicious): ``self_influence``, ``loss``, ``margin``,
+   ``random`` (from :class:`relabel.SuspicionScorer`) and ``confident_learning``: out-of-sample
+   self-confidence from k-fold cross-validation, score_i = 1 − p̂_oof,i[y_i], where p̂_oof,i is predicted
+   by the same logistic model (same λ) fitted on the folds that do not contain i (Northcutt et al. 2021's
+   standard baseline).
 3. A reviewer checks items in rank order. For a fraction f of the training data checked (k = round(f·n)
    items), *errors found* = |top-k ∩ errors| / |errors|. Also AUROC and average precision of the score as a
    detector of the error mask (sklearn.metrics; rank-based, so only the order matters).
@@ -72,7 +73,7 @@ class ComparisonConfig:
     fix_fraction:       fraction of the training data checked before fixing and refitting.
     test_fraction:      held-out clean test part, as a fraction of all items.
     cv_folds:           k of the k-fold cross-validation behind ``confident_learning``.
-    l2:                 λ of the logistic model (design.md), used by every fit.
+    l2:                 λ of the logistic model (docs/maths.md, § Model and objective), used by every fit.
     curve_points:       resolution of the "errors found vs data checked" curve (points on [0, 1]).
     progress:           show progress bars.
     """

@@ -1,6 +1,6 @@
 """Multinomial logistic regression fitted to its exact optimum, in float64 (numpy).
 
-The model and objective are the contract of design.md:
+The model and objective are the contract of docs/maths.md, § Model and objective:
 
     inputs x ∈ R^d, classes 0..K-1, parameters Θ = [W; bᵀ] ∈ R^{(d+1)×K}  (last row is the bias b)
     x̃ = (x, 1) ∈ R^{d+1},  p(x) = softmax(x̃ᵀ Θ) ∈ Δ^K

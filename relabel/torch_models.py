@@ -8,7 +8,8 @@
 
 Training minimises J(θ) = mean per-example loss + (λ/2)‖θ‖² with full-batch L-BFGS (strong-Wolfe line
 search) in float64 until ‖∇J‖₂ ≤ ``gradient_tolerance``; the reached gradient norm is reported and
-a fit that stays above it raises ConvergenceError (influence at a non-stationary point is meaningless).
+a fit that stays above it raises ConvergenceError (influence at a non-stationary point is meaningless;
+docs/maths.md, § Optimum requirement).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The influence-solver interface: everything follows from one abstract method, ``inverse_hvp``.
 
-Definitions (Koh & Liang 2017; the contract of design.md). For training points z_1..z_n with
-per-example loss gradients g_i = ∇_θ L(z_i, θ̂) at the fitted optimum θ̂ (the regulariser is *not*
-part of g_i) and H the Hessian of the training objective J (mean loss + regulariser) at θ̂,
-possibly damped (H + δI):
+Definitions (Koh & Liang 2017; the contract of docs/maths.md, § Self-influence and § Pairwise influence).
+For training points z_1..z_n with per-example loss gradients g_i = ∇_θ L(z_i, θ̂) at the fitted optimum
+θ̂ (the regulariser is *not* part of g_i) and H the Hessian of the training objective J (mean loss +
+regulariser) at θ̂, possibly damped (H + δI):
 
     self_influence_i = g_iᵀ H⁻¹ g_i  ≥ 0            ( = −I_up,loss(z_i, z_i) in the paper; no 1/n factor )
     influence(j → i) = g_jᵀ H⁻¹ g_i                 ( = −I_up,loss(z_j, z_i) )

@@ -1,6 +1,7 @@
 """Exact self-influence for the multinomial logistic model: blockwise Hessian, one Cholesky.
 
-With p = K·(d+1) parameters (class-major layout of :mod:`relabel.logistic`), at the optimum Θ̂:
+With p = K·(d+1) parameters (class-major layout of :mod:`relabel.logistic`), at the optimum Θ̂
+(docs/maths.md, § Gradients and Hessian and § Exact solver):
 
     g_i = (p_i − e_{y_i}) ⊗ x̃_i                                   (per-example CE gradient)
     H   = (1/n) Σ_i (diag(p_i) − p_i p_iᵀ) ⊗ x̃_i x̃_iᵀ + λ I

@@ -1,6 +1,6 @@
 """LiSSA: (H + δI)⁻¹ v by a stochastic Neumann series, for any PyTorch model (Agarwal et al. 2017).
 
-Recursion, for a block of right-hand sides at once (design.md):
+Recursion, for a block of right-hand sides at once (docs/maths.md, § LiSSA):
 
     h_0 = v;   h_{t+1} = v + h_t − ((H_{B_t} + δI) h_t) / s;   result = h_T / s
 

@@ -1,6 +1,7 @@
 """A PyTorch model's training objective as a function of a flat parameter vector (torch.func).
 
-For a module f_θ, a per-example loss ℓ(f_θ(x), y) (default: cross-entropy) and weight decay λ:
+For a module f_θ, a per-example loss ℓ(f_θ(x), y) (default: cross-entropy) and weight decay λ
+(docs/maths.md, § Deep models):
 
     J(θ) = (1/n) Σ_i ℓ(f_θ(x_i), y_i) + (λ/2) ‖θ‖²
     g_i  = ∇_θ ℓ(f_θ(x_i), y_i)                 (per-example, regulariser excluded)
