@@ -69,6 +69,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
     return frame, file_format
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The file's rows and columns as read by :class:`FileConnector` (same formats, same InputErrors), in
+    file order, without the line-number column the connector adds to JSON Lines records."""
+    frame, file_format = _read_table(Path(path))
+    return frame.drop(columns="__line__", errors="ignore") if file_format == "jsonl" else frame
+
+
 def _row_numbers(frame: pd.DataFrame, file_format: str) -> np.ndarray:
     """How a person finds each row in the file (see the module docstring)."""
     if file_format == "jsonl":
