@@ -1,5 +1,5 @@
 """Data-source connectors: each turns a source (Label Studio project, plain file) into a LabeledDataset."""
 
-from connectors.dataset import LabeledDataset
+from relabel.dataset import LabeledDataset
 
 __all__ = ["LabeledDataset"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from connectors.dataset import LabeledDataset
+from relabel.dataset import LabeledDataset
 from relabel.errors import InputError
 
 SUPPORTED_SUFFIXES = {

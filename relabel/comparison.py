@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 
 from relabel.errors import InputError
 from relabel.logistic import LogisticFit, fit_logistic
-from relabel.methods import suspicion_ranks
 from relabel.noise import NOISE_KINDS, inject_label_noise
-from relabel.ranking import SuspicionScorer, check_class_counts
+from relabel.scorer import SuspicionScorer, check_class_counts
+from relabel.selection import suspicion_ranks
 
 COMPARISON_METHODS: tuple[str, ...] = ("self_influence", "loss", "margin", "confident_learning", "random")
 DEFAULT_CHECKED_FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.20, 0.30)

@@ -22,3 +22,7 @@ class ConvergenceError(RelabelError, RuntimeError):
 
 class ConnectorError(RelabelError, RuntimeError):
     """A data source (Label Studio server, file) refused or could not be reached."""
+
+
+class NotFoundError(ConnectorError):
+    """The data source has no such object (e.g. no Label Studio project with that id)."""

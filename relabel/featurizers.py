@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from relabel.dataset import LabeledDataset
 from relabel.errors import InputError
 
 
@@ -194,3 +195,23 @@ def featurizer_for(kind: str, **options: Any) -> Featurizer:
         return classes[kind](**options)
     except TypeError as error:
         raise InputError(f"Bad options for the {kind} featurizer: {error}") from None
+
+
+def featurize(dataset: LabeledDataset, model: str, image_size: int | None = None) -> tuple[np.ndarray, Any]:
+    """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
+
+    Uses :func:`featurizer_for` (text → TF-IDF, image → pixels, tabular → standardised numbers);
+    ``image_size`` overrides the image side length in pixels (e.g. 8 for sklearn-digits-like images).
+    Returns the features and the ``image_shape`` (C, H, W) to hand to the CNN (None otherwise).
+    """
+    options: dict[str, Any] = {}
+    if image_size is not None and dataset.kind == "image":
+        options["size"] = (int(image_size), int(image_size))
+    featurizer = featurizer_for(dataset.kind, **options)
+    if model == "cnn":
+        if dataset.kind != "image":
+            raise InputError(f"model 'cnn' needs an image project; this one is {dataset.kind}")
+        arrays = np.asarray(featurizer.image_arrays(dataset.inputs), dtype=np.float64)
+        return arrays, tuple(int(side) for side in arrays.shape[1:])
+    X = np.asarray(featurizer.fit_transform(dataset.inputs), dtype=np.float64)
+    return X.reshape(len(X), -1), None

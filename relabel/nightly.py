@@ -20,7 +20,10 @@ Configuration (TOML; the API token is never in it: ``api_key_file`` or the envir
     [[projects]]
     name = "digits"                             # used in log lines and file names
     project = 3                                 # the Label Studio project id
-    # control = "label", image_size = 8, l2 = 1e-3, seed = 0 (optional)
+    # control = "label", image_size = 8, l2 = 1e-3, seed = 0, ... (optional)
+
+The audit keys are the fields of :class:`relabel.settings.AuditSettings` (the same settings as the
+``relabel audit`` flags); each project runs the one pipeline, :func:`relabel.pipeline.audit_dataset`.
 
 State: one JSON file per project in ``state_dir`` (``<name>.state.json``). For every task relabel flagged it
 records when, the label at that time and the label's annotation (id, updated_at). On the next run:
@@ -62,7 +65,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,6 +73,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from relabel.errors import InputError, RelabelError
+from relabel.settings import AuditSettings
 
 EXIT_OK = 0
 EXIT_PROJECT_FAILED = 1
@@ -78,24 +82,8 @@ EXIT_LOCKED = 3
 LOCK_FILE_NAME = "nightly.lock"
 DEFAULT_API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 FORBIDDEN_KEYS = ("api_key", "token", "api_token", "key", "password")
-PROJECT_KEYS = {
-    "name",
-    "url",
-    "project",
-    "model",
-    "method",
-    "top",
-    "top_fraction",
-    "queue",
-    "report_dir",
-    "control",
-    "image_size",
-    "l2",
-    "seed",
-    "api_key_file",
-    "api_key_env",
-    "explain_top",
-}
+LOCATION_KEYS = ("name", "url", "project", "report_dir", "api_key_file", "api_key_env")
+PROJECT_KEYS = frozenset(LOCATION_KEYS) | frozenset(AuditSettings.keys())
 
 
 class LockedError(RelabelError):
@@ -104,49 +92,51 @@ class LockedError(RelabelError):
 
 @dataclass
 class ProjectConfig:
-    """One project of the nightly audit (see the module docstring for the TOML keys)."""
+    """One project of the nightly audit: where it is, how to log in, where its report goes, and the audit
+    settings (see the module docstring for the TOML keys)."""
 
     name: str
     url: str
     project: int
-    model: str = "logistic"
-    method: str = "self_influence"
-    top: int | None = None
-    top_fraction: float | None = None
-    queue: str = "view"
+    settings: AuditSettings = field(default_factory=AuditSettings)
     report_dir: str | None = None
-    control: str | None = None
-    image_size: int | None = None
-    l2: float = 1e-3
-    seed: int = 0
     api_key_file: str | None = None
     api_key_env: str = DEFAULT_API_KEY_ENV
-    explain_top: int = 3
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], where: str) -> ProjectConfig:
+        """A project from its merged TOML table (defaults + the project's own keys)."""
+        unknown = set(entry) - PROJECT_KEYS
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {sorted(unknown)}")
+        for required in ("url", "project"):
+            if required not in entry:
+                raise InputError(f"{where}: {required} is missing")
+        if not isinstance(entry["project"], int):
+            raise InputError(f"{where}: project must be an integer id; got {entry['project']!r}")
+        location = {key: entry[key] for key in LOCATION_KEYS if key in entry}
+        location.setdefault("name", f"project-{entry['project']}")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(location["name"])):
+            raise InputError(
+                f"{where}: name {location['name']!r} may hold only letters, digits, '.', '_' and '-', "
+                "and may not start with '.' or '-' (it names the state file)"
+            )
+        settings = AuditSettings.from_mapping(
+            {key: value for key, value in entry.items() if key not in LOCATION_KEYS},
+            f"{where} ({location['name']})",
+        )
+        return cls(settings=settings, **location)
 
     def settings_fingerprint(self) -> str:
-        """A hash of what changes a ranking (model, method, how many, control...), not of where logs go."""
-        relevant = {
-            key: value
-            for key, value in asdict(self).items()
-            if key not in ("name", "report_dir", "api_key_file", "api_key_env", "explain_top")
-        }
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of what changes which items are flagged (the audit settings, the project), not of logs."""
+        key = json.dumps([self.url, self.project, self.settings.fingerprint()])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def api_key(self) -> str:
         """The token from ``api_key_file`` or ``$api_key_env`` (never from the TOML, never logged)."""
-        if self.api_key_file:
-            path = Path(self.api_key_file).expanduser()
-            try:
-                key = path.read_text().strip()
-            except OSError as error:
-                raise RelabelError(f"cannot read api_key_file {path}: {error.strerror or error}") from None
-            if not key:
-                raise RelabelError(f"api_key_file {path} is empty")
-            return key
-        key = os.environ.get(self.api_key_env, "").strip()
-        if not key:
-            raise RelabelError(f"no API token: set ${self.api_key_env} or give api_key_file")
-        return key
+        from connectors.label_studio.client import read_api_key
+
+        return read_api_key(self.api_key_file, self.api_key_env)
 
 
 @dataclass
@@ -166,7 +156,7 @@ class NightlyConfig:
             raw = tomllib.loads(path.read_text())
         except OSError as error:
             raise InputError(f"cannot read the nightly config {path}: {error.strerror or error}") from None
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"{path} is not valid TOML: {error}") from None
         return cls.from_dict(raw, source=path)
 
@@ -180,42 +170,30 @@ class NightlyConfig:
             raise InputError(f"{where}: unknown top-level key(s) {sorted(unknown_top)}")
         if "state_dir" not in raw:
             raise InputError(f"{where}: state_dir is missing (the folder for state files and the lock)")
-        defaults = raw.get("defaults", {})
         projects_raw = raw.get("projects", [])
         if not isinstance(projects_raw, list) or not projects_raw:
             raise InputError(f"{where}: no [[projects]] listed")
-        projects = []
-        seen: set[str] = set()
-        for position, entry in enumerate(projects_raw, start=1):
-            merged = {**defaults, **entry}
-            unknown = set(merged) - PROJECT_KEYS
-            if unknown:
-                raise InputError(f"{where}: project #{position}: unknown key(s) {sorted(unknown)}")
-            for required in ("url", "project"):
-                if required not in merged:
-                    raise InputError(f"{where}: project #{position}: {required} is missing")
-            merged.setdefault("name", f"project-{merged['project']}")
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(merged["name"])):
-                raise InputError(
-                    f"{where}: project #{position}: name {merged['name']!r} may hold only letters, digits, "
-                    "'.', '_' and '-' (it names the state file)"
-                )
-            if merged["name"] in seen:
-                raise InputError(f"{where}: two projects are named {merged['name']!r}")
-            seen.add(merged["name"])
-            project = ProjectConfig(**merged)
-            _validate_project(project, f"{where}: project {project.name!r}")
+        projects = [
+            ProjectConfig.from_entry({**raw.get("defaults", {}), **entry}, f"{where}: project #{position}")
+            for position, entry in enumerate(projects_raw, start=1)
+        ]
+        names = [project.name for project in projects]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise InputError(f"{where}: two projects are named {duplicated[0]!r}")
+        for project in projects:
             if project.api_key_file and not Path(project.api_key_file).expanduser().is_absolute():
                 project.api_key_file = str(base / project.api_key_file)
-            projects.append(project)
-        state_dir = Path(raw["state_dir"]).expanduser()
-        log_file = Path(raw["log_file"]).expanduser() if raw.get("log_file") else None
         return cls(
-            state_dir=state_dir if state_dir.is_absolute() else base / state_dir,
+            state_dir=_absolute(Path(raw["state_dir"]).expanduser(), base),
             projects=projects,
-            log_file=None if log_file is None else (log_file if log_file.is_absolute() else base / log_file),
+            log_file=_absolute(Path(raw["log_file"]).expanduser(), base) if raw.get("log_file") else None,
             source=source,
         )
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path
 
 
 def _refuse_secrets(raw: Any, where: str) -> None:
@@ -230,21 +208,6 @@ def _refuse_secrets(raw: Any, where: str) -> None:
     elif isinstance(raw, list):
         for value in raw:
             _refuse_secrets(value, where)
-
-
-def _validate_project(project: ProjectConfig, where: str) -> None:
-    if project.model not in ("logistic", "mlp", "cnn"):
-        raise InputError(f"{where}: model must be logistic, mlp or cnn; got {project.model!r}")
-    if project.method not in ("self_influence", "loss", "margin", "random"):
-        raise InputError(
-            f"{where}: method must be self_influence, loss, margin or random; got {project.method!r}"
-        )
-    if project.queue not in ("view", "project"):
-        raise InputError(f"{where}: queue must be view or project; got {project.queue!r}")
-    if project.top is not None and project.top_fraction is not None:
-        raise InputError(f"{where}: give top or top_fraction, not both")
-    if not isinstance(project.project, int):
-        raise InputError(f"{where}: project must be an integer id; got {project.project!r}")
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -323,93 +286,6 @@ def _label_records(dataset: Any) -> dict[str, dict[str, Any]]:
     return records
 
 
-LABEL_STUDIO_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what the Data Manager's Datetime filters parse
-
-
-def server_clock(connector: Any, project_id: int) -> tuple[str | None, int | None]:
-    """(the server's current time from the HTTP ``Date`` header, as a Data Manager filter value; the
-    project's task count). Either is None when the server does not say."""
-    from email.utils import parsedate_to_datetime
-
-    response = connector.request("GET", f"/api/projects/{int(project_id)}")
-    try:
-        task_number = int(response.json().get("task_number"))
-    except (ValueError, TypeError, AttributeError):
-        task_number = None
-    date = response.headers.get("Date")
-    if not date:
-        return None, task_number
-    moment = parsedate_to_datetime(date).astimezone(UTC)
-    return moment.strftime(LABEL_STUDIO_DATETIME_FORMAT), task_number
-
-
-def _updated_after_filter(watermark: str) -> str:
-    return json.dumps(
-        {
-            "filters": {
-                "conjunction": "and",
-                "items": [
-                    {
-                        "filter": "filter:tasks:updated_at",
-                        "operator": "greater",
-                        "type": "Datetime",
-                        "value": watermark,
-                    }
-                ],
-            }
-        }
-    )
-
-
-def tasks_changed_since(
-    connector: Any, project_id: int, watermark: str, limit: int = 1000
-) -> list[int] | None:
-    """Ids of the project's tasks with ``updated_at`` > ``watermark`` (one Data Manager query), or None
-    when there are more than ``limit`` of them."""
-    response = connector.request(
-        "GET",
-        "/api/tasks/",
-        params={
-            "project": int(project_id),
-            "page_size": limit,
-            "fields": "task_only",
-            "query": _updated_after_filter(watermark),
-        },
-    )
-    body = response.json()
-    if int(body.get("total", 0)) > limit:
-        return None
-    return [int(task["id"]) for task in body.get("tasks", [])]
-
-
-def _utc(stamp: str) -> pd.Timestamp:
-    moment = pd.Timestamp(stamp)
-    return moment.tz_localize(UTC) if moment.tzinfo is None else moment.tz_convert(UTC)
-
-
-def annotations_saved_since(connector: Any, project_id: int, watermark: str, task_ids: list[int]) -> bool:
-    """Whether any of these tasks was created, or had an annotation created or saved, after ``watermark``.
-
-    Used at the end of a run: relabel writes predictions (which bump a task's ``updated_at``) but never
-    annotations, so an annotation saved after the run started is a person's change during the run.
-    """
-    if not task_ids:
-        return False
-    tasks = connector.request(
-        "GET",
-        f"/api/projects/{int(project_id)}/export",
-        params={"exportType": "JSON", "download_all_tasks": "true", "ids[]": task_ids},
-    ).json()
-    threshold = pd.Timestamp(datetime.strptime(watermark, LABEL_STUDIO_DATETIME_FORMAT)).tz_localize(UTC)
-    for task in tasks:
-        stamps = [task.get("created_at")]
-        for annotation in task.get("annotations") or []:
-            stamps += [annotation.get("created_at"), annotation.get("updated_at")]
-        if any(_utc(stamp) > threshold for stamp in stamps if stamp):
-            return True
-    return False
-
-
 def data_fingerprint(records: dict[str, dict[str, Any]]) -> str:
     """A hash of every (task, label, annotation id, updated_at): equal ⇔ no label was touched."""
     return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:32]
@@ -478,7 +354,6 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-# ------------------------------------------------------------------------------------------------ one project
 @dataclass
 class ProjectOutcome:
     """What one project's run did (one log line: :meth:`log_line`)."""
@@ -518,6 +393,59 @@ def _unchanged_outcome(
     return ProjectOutcome(name, True, "unchanged", describe(n_flagged), time.perf_counter() - started)
 
 
+def _nothing_changed(
+    connector: Any, project: ProjectConfig, state: ProjectState, task_number: int | None
+) -> bool:
+    """The cheap probe: no task changed since the last run's watermark and none was added or deleted."""
+    if not state.server_watermark or project.settings_fingerprint() != state.settings_fingerprint:
+        return False
+    try:
+        changed = connector.tasks_changed_since(project.project, state.server_watermark)
+    except Exception:  # the probe is an optimisation: any doubt means a full run
+        return False
+    return changed == [] and task_number is not None and task_number == state.task_number
+
+
+def _advance_watermark(
+    connector: Any,
+    project: ProjectConfig,
+    state: ProjectState,
+    started_at: str | None,
+    task_number: int | None,
+) -> None:
+    """After a push: move the watermark past relabel's own predictions (which bump ``updated_at``) unless a
+    person saved an annotation or added a task while the run went on; then the next run must look again."""
+    state.server_watermark, state.task_number = started_at, task_number
+    if started_at is None:
+        return
+    time.sleep(1.1)  # the Date header counts whole seconds: let relabel's own writes fall before it
+    ended_at, ended_task_number = connector.server_clock(project.project)
+    try:
+        during_run = connector.tasks_changed_since(project.project, started_at)
+        person_changed = during_run is None or connector.annotations_saved_since(
+            project.project, started_at, during_run
+        )
+    except Exception:
+        person_changed = True
+    if not person_changed and ended_task_number == task_number:
+        state.server_watermark = ended_at
+
+
+def _record_flags(state: ProjectState, result: Any, records: dict[str, dict[str, Any]], now: str) -> int:
+    """Write the run's flagged items into the state; returns how many are newly flagged."""
+    flagged_ids = result.flagged_task_ids
+    previously = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
+    for task_id in list(state.items):
+        if state.items[task_id]["status"] == "flagged" and int(task_id) not in flagged_ids:
+            del state.items[task_id]  # dropped out of the top: no longer in the queue
+    for rank, task_id in enumerate(flagged_ids, start=1):
+        key = str(task_id)
+        entry = state.items.get(key, {"first_flagged_at": now})
+        entry.update(status="flagged", last_flagged_at=now, rank=rank, **records[key])
+        state.items[key] = entry
+    return len(set(flagged_ids) - previously)
+
+
 def audit_project(
     project: ProjectConfig,
     state_dir: Path,
@@ -526,165 +454,109 @@ def audit_project(
     force: bool = False,
     push: bool = True,
 ) -> ProjectOutcome:
-    """One project: pull, skip if unchanged, fit + score, flag the top items not already reviewed, push,
-    write the report and the state. Stage seconds go into the log line."""
-    from connectors.label_studio_queue import ReviewQueue, flagged_items
-    from relabel.audit import featurize, number_to_flag, ranking_table
-    from relabel.ranking import SuspicionScorer
-    from relabel.report import write_audit_report
+    """One project: skip if unchanged, else pull, run the pipeline with the reviewed items excluded, and
+    record the state. Stage seconds go into the log line."""
+    from relabel.pipeline import audit_dataset, pull_labeled, stage_timer
 
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     now = _now()
     state = ProjectState.load(state_dir / f"{project.name}.state.json")
     connector = connector_factory(project)
-    settings = project.settings_fingerprint()
-
-    run_started_watermark, task_number = server_clock(connector, project.project)
-    if not force and state.server_watermark and settings == state.settings_fingerprint:
-        try:
-            changed = tasks_changed_since(connector, project.project, state.server_watermark)
-        except Exception:  # the probe is an optimisation: any doubt means a full run
-            changed = None
-        if changed == [] and task_number is not None and task_number == state.task_number:
-            state.last_run_at = now
-            return _unchanged_outcome(
-                project.name,
-                state,
-                push,
-                started,
-                lambda n_flagged: (
-                    f"tasks={task_number} flagged={n_flagged} new=0: no task changed since the "
-                    "last run (Label Studio updated_at), not pulled, nothing pushed"
-                ),
-            )
-
-    stage = time.perf_counter()
-    dataset = connector.pull(project.project, control=project.control, progress=False)
-    seconds["pull"] = time.perf_counter() - stage
-    if len(dataset) == 0:
-        raise InputError(f"project {project.project} has no labeled tasks")
-    records = _label_records(dataset)
-    fingerprint = data_fingerprint(records)
-    if not force and fingerprint == state.data_fingerprint and settings == state.settings_fingerprint:
-        state.last_run_at = now  # nothing written: every change after the run started is seen next time
-        state.server_watermark, state.task_number = run_started_watermark, task_number
+    started_at, task_number = connector.server_clock(project.project)
+    if not force and _nothing_changed(connector, project, state, task_number):
+        state.last_run_at = now
         return _unchanged_outcome(
             project.name,
             state,
             push,
             started,
-            lambda n_flagged: (
-                f"labeled={len(dataset)} flagged={n_flagged} new=0: pulled, but no label changed "
-                "since the last run; nothing pushed"
+            lambda n: (
+                f"tasks={task_number} flagged={n} new=0: no task changed since the last run (Label Studio "
+                "updated_at), not pulled, nothing pushed"
             ),
         )
-
+    with stage_timer(seconds, "pull"):
+        dataset = pull_labeled(connector, project.project, project.settings.control)
+    records = _label_records(dataset)
+    fingerprint = data_fingerprint(records)
+    settings = project.settings_fingerprint()
+    if not force and fingerprint == state.data_fingerprint and settings == state.settings_fingerprint:
+        state.last_run_at = now  # nothing written: every change after the run started is seen next time
+        state.server_watermark, state.task_number = started_at, task_number
+        return _unchanged_outcome(
+            project.name,
+            state,
+            push,
+            started,
+            lambda n: (
+                f"labeled={len(dataset)} flagged={n} new=0: pulled, but no label changed since the last run; "
+                "nothing pushed"
+            ),
+        )
     bookkeeping = update_reviews(state, records, now)
-
-    stage = time.perf_counter()
-    X, image_shape = featurize(dataset, project.model, image_size=project.image_size)
-    seconds["featurize"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    options: dict[str, Any] = {} if image_shape is None else {"image_shape": image_shape}
-    scorer = SuspicionScorer(model=project.model, l2=project.l2, seed=project.seed, **options).fit(
-        X, list(dataset.labels), classes=list(dataset.classes)
-    )
-    seconds["fit"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    methods = (project.method,) if project.method == "loss" else (project.method, "loss")
-    scores = scorer.scores(methods)
-    seconds["score"] = time.perf_counter() - stage
-
-    n_flagged = number_to_flag(len(dataset), project.top, project.top_fraction)
-    table = ranking_table(dataset, scores, project.method, n_flagged)
-    eligible = ~table["task_id"].isin(bookkeeping.excluded).to_numpy()
-    candidates = table[eligible]
-    items = flagged_items(
-        candidates["task_id"].to_numpy(),
-        candidates[project.method].to_numpy(),
-        candidates["suggested_label"].tolist(),
-        candidates["current_label"].tolist(),
-        top=min(n_flagged, len(candidates)),
-    )
-    flagged_ids = [item.task_id for item in items]
-    table["flagged"] = table["task_id"].isin(flagged_ids)
-    table["reviewed_before"] = table["task_id"].isin(bookkeeping.excluded)
-
-    push_summary = "dry run: nothing pushed"
-    if push:
-        stage = time.perf_counter()
-        result = ReviewQueue(connector, progress=False).push(
-            project.project, items, mode=project.queue, method=project.method, control=project.control
-        )
-        seconds["push"] = time.perf_counter() - stage
-        created = result.predictions_created if project.queue == "view" else result.review_tasks_created
-        push_summary = f"queue={project.queue} pushed_new={created} url={result.url}"
-
     previously_flagged = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
-    for task_id in list(state.items):
-        if state.items[task_id]["status"] == "flagged" and int(task_id) not in flagged_ids:
-            del state.items[task_id]  # dropped out of the top: no longer in the queue
-    for item in items:
-        key = str(item.task_id)
-        entry = state.items.get(key, {"first_flagged_at": now})
-        entry.update(status="flagged", last_flagged_at=now, rank=item.rank, **records[key])
-        state.items[key] = entry
-    new_flags = len(set(flagged_ids) - previously_flagged)
-
-    report_note = ""
-    if project.report_dir:
-        stage = time.perf_counter()
-        report_dir = Path(project.report_dir.format(name=project.name, project=project.project))
-        paths = write_audit_report(
-            report_dir,
-            dataset,
-            scorer,
-            table,
-            method=project.method,
-            n_flagged=len(items),
-            explain_top=project.explain_top,
-            title=f"relabel nightly audit — {project.name} (project {project.project})",
-            summary={
-                "new since last run": new_flags,
-                "reviewed, not re-flagged": len(bookkeeping.excluded),
-                "run at": now,
-            },
+    report_dir = (
+        project.report_dir.format(name=project.name, project=project.project) if project.report_dir else None
+    )
+    result = audit_dataset(
+        connector,
+        project.project,
+        dataset,
+        project.settings,
+        push=push,
+        report_dir=report_dir,
+        excluded=bookkeeping.excluded,
+        seconds=seconds,
+        report_title=f"relabel nightly audit — {project.name} (project {project.project})",
+        report_summary=lambda flagged: {
+            "new since last run": len(set(flagged) - previously_flagged),
+            "reviewed, not re-flagged": len(bookkeeping.excluded),
+            "run at": now,
+        },
+    )
+    new_flags = _record_flags(state, result, records, now)
+    state.data_fingerprint, state.settings_fingerprint, state.last_run_at = fingerprint, settings, now
+    if push:
+        _advance_watermark(connector, project, state, started_at, task_number)
+        state.history.append(
+            {
+                "at": now,
+                "flagged": result.n_flagged,
+                "new": new_flags,
+                "reviewed_now": len(bookkeeping.reviewed_now),
+            }
         )
-        seconds["report"] = time.perf_counter() - stage
-        report_note = f" report={paths['report_html']}"
+        state.save()  # a dry run leaves the state as the last real run left it
+    return ProjectOutcome(
+        project.name,
+        True,
+        "ok",
+        _details(result, new_flags, bookkeeping),
+        time.perf_counter() - started,
+        new_flags,
+        push,
+    )
 
-    state.data_fingerprint = fingerprint
-    state.settings_fingerprint = settings
-    state.last_run_at = now
-    state.server_watermark, state.task_number = run_started_watermark, task_number
-    if push and run_started_watermark is not None:
-        # relabel's own predictions bumped updated_at: move the watermark past them unless a person saved an
-        # annotation (or added a task) while the run was going, in which case the next run must look again.
-        time.sleep(1.1)  # the Date header counts whole seconds: let relabel's own writes fall before it
-        run_ended_watermark, ended_task_number = server_clock(connector, project.project)
-        try:
-            during_run = tasks_changed_since(connector, project.project, run_started_watermark)
-            person_changed = during_run is None or annotations_saved_since(
-                connector, project.project, run_started_watermark, during_run
-            )
-        except Exception:
-            person_changed = True
-        if not person_changed and ended_task_number == task_number:
-            state.server_watermark = run_ended_watermark
-    state.history.append(
-        {"at": now, "flagged": len(items), "new": new_flags, "reviewed_now": len(bookkeeping.reviewed_now)}
-    )
-    if push:  # a dry run leaves the state as the last real run left it
-        state.save()
-    timing = ",".join(f"{name}={value:.1f}s" for name, value in seconds.items())
-    details = (
-        f"labeled={len(dataset)} flagged={len(items)} new={new_flags} "
+
+def _details(result: Any, new_flags: int, bookkeeping: ReviewBookkeeping) -> str:
+    """The key=value part of a project's log line."""
+    if result.push is None:
+        push_summary = "dry run: nothing pushed"
+    else:
+        created = (
+            result.push.predictions_created
+            if result.settings.queue == "view"
+            else result.push.review_tasks_created
+        )
+        push_summary = f"queue={result.settings.queue} pushed_new={created} url={result.url}"
+    report = f" report={result.report_path}" if result.report_path is not None else ""
+    timing = ",".join(f"{name}={value:.1f}s" for name, value in result.seconds.items())
+    return (
+        f"labeled={result.n_labeled} flagged={result.n_flagged} new={new_flags} "
         f"reviewed_since_last_run={len(bookkeeping.reviewed_now)} "
-        f"excluded_as_reviewed={len(bookkeeping.excluded)} "
-        f"{push_summary}{report_note} stages[{timing}]"
+        f"excluded_as_reviewed={len(bookkeeping.excluded)} {push_summary}{report} stages[{timing}]"
     )
-    return ProjectOutcome(project.name, True, "ok", details, time.perf_counter() - started, new_flags, push)
 
 
 def _redact(text: str, secrets: list[str]) -> str:

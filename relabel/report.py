@@ -69,7 +69,7 @@ def _explanation_table(
     influence: np.ndarray, index: int, top: int, scorer: Any, ids: np.ndarray
 ) -> pd.DataFrame:
     """The ``top`` supporters (largest > 0) and opposers (most negative) of item ``index`` (not itself)."""
-    from relabel.ranking import strongest_influences
+    from relabel.scorer import strongest_influences
 
     rows = strongest_influences(influence, index, top)
     return pd.DataFrame(
@@ -230,7 +230,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``report.html`` into ``report_dir``; returns the paths.
 
-    ``ranking``: one row per item (e.g. :func:`relabel.audit.ranking_table`): ``id_column``, ``rank`` (1 =
+    ``ranking``: one row per item (e.g. :func:`relabel.selection.ranking_table`): ``id_column``, ``rank`` (1 =
     most suspicious by ``method``; computed from ``method`` when absent), ``current_label``,
     ``suggested_label``, ``predicted_probability``, and any of the score columns (higher = more suspicious).
     ``n_flagged``: how many top items were flagged (default: the ``flagged`` column's count, else 20).
@@ -276,7 +276,7 @@ def write_report(
 def _ranked(ranking: pd.DataFrame, method: str, id_column: str) -> pd.DataFrame:
     """A copy of ``ranking`` sorted by ``rank`` (1 first, stable), with a ``rank`` column computed from the
     ``method`` scores (higher score = lower rank number) inserted after ``id_column`` when absent."""
-    from relabel.methods import suspicion_ranks
+    from relabel.selection import suspicion_ranks
 
     ranking = ranking.copy()
     if "rank" not in ranking.columns:
@@ -452,9 +452,9 @@ def write_audit_report(
 ) -> dict[str, Path]:
     """The report of one audit: previews from ``dataset``, explanations from ``scorer`` for the flagged items.
 
-    ``dataset``: the :class:`connectors.dataset.LabeledDataset` that was ranked; ``scorer``: the fitted
+    ``dataset``: the :class:`relabel.dataset.LabeledDataset` that was ranked; ``scorer``: the fitted
     :class:`relabel.SuspicionScorer` (its rows in ``dataset.ids`` order); ``ranking``: as
-    :func:`relabel.audit.ranking_table` returns it (``task_id`` column; when a boolean ``flagged`` column
+    :func:`relabel.selection.ranking_table` returns it (``task_id`` column; when a boolean ``flagged`` column
     is present, the flagged rows are the ones reported, in rank order).
     """
     ids = np.asarray(dataset.ids)

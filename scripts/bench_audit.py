@@ -31,11 +31,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.label_studio import LabelStudioConnector  # noqa: E402
-from connectors.label_studio_queue import ReviewQueue, flagged_items  # noqa: E402
-from connectors.label_studio_server import LocalLabelStudio  # noqa: E402
-from relabel.audit import featurize, number_to_flag, ranking_table  # noqa: E402
-from relabel.ranking import SuspicionScorer  # noqa: E402
-from relabel.report import write_audit_report  # noqa: E402
+from relabel.pipeline import run_audit  # noqa: E402
+from relabel.settings import AuditSettings  # noqa: E402
+from scripts.local_label_studio import LocalLabelStudio  # noqa: E402
 
 CLASSES = ("sports", "cooking", "travel", "finance")
 SHARED_WORDS = [f"word{i}" for i in range(200)]
@@ -99,56 +97,17 @@ def seed_project(
 def run_audit_stages(
     connector: LabelStudioConnector, project_id: int, top_fraction: float, queue: str, report_dir: Path
 ) -> tuple[dict[str, float], list[int], dict[str, Any]]:
-    """One audit, stage by stage; returns (seconds per stage, flagged task ids, facts)."""
-    seconds: dict[str, float] = {}
-
-    def timed(stage: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        value = function(*args, **kwargs)
-        seconds[stage] = time.perf_counter() - started
-        return value
-
-    dataset = timed("pull", connector.pull, project_id)
-    X, _ = timed("featurize", featurize, dataset, "logistic")
-    scorer = timed(
-        "fit", SuspicionScorer(model="logistic").fit, X, list(dataset.labels), classes=list(dataset.classes)
-    )
-    scores = timed("score", scorer.scores, ("self_influence", "loss"))
-    n_flagged = number_to_flag(len(dataset), top_fraction=top_fraction)
-    table = ranking_table(dataset, scores, "self_influence", n_flagged)
-    items = flagged_items(
-        table["task_id"].to_numpy(),
-        table["self_influence"].to_numpy(),
-        table["suggested_label"].tolist(),
-        table["current_label"].tolist(),
-        top=n_flagged,
-    )
-    push = timed(
-        "push",
-        ReviewQueue(connector, progress=False).push,
-        project_id,
-        items,
-        mode=queue,
-        method="self_influence",
-    )
-    timed(
-        "report",
-        write_audit_report,
-        report_dir,
-        dataset,
-        scorer,
-        table,
-        method="self_influence",
-        n_flagged=n_flagged,
-    )
+    """One audit through the pipeline; returns (seconds per stage, flagged task ids, facts)."""
+    settings = AuditSettings(top_fraction=top_fraction, queue=queue)
+    result = run_audit(connector, project_id, settings, report_dir=report_dir, progress=False)
     facts = {
-        "n_labeled": len(dataset),
-        "n_features": X.shape[1],
-        "n_parameters": scorer.fit_summary.n_parameters,
-        "n_flagged": n_flagged,
-        "push": push.summary(),
+        "n_labeled": result.n_labeled,
+        "n_features": result.n_features,
+        "n_parameters": result.scorer.fit_summary.n_parameters,
+        "n_flagged": result.n_flagged,
+        "push": result.push.summary(),
     }
-    return seconds, [item.task_id for item in items], facts
+    return result.seconds, result.flagged_task_ids, facts
 
 
 def print_table(seconds: dict[str, float]) -> None:

@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.label_studio import LabelStudioConnector  # noqa: E402
-from connectors.label_studio_server import LocalLabelStudio  # noqa: E402
+from scripts.local_label_studio import LocalLabelStudio  # noqa: E402
 
 CLASSES = ("positive", "negative", "neutral")
 WORDS = [
@@ -82,7 +82,7 @@ def seed_project(connector: LabelStudioConnector, n_tasks: int) -> tuple[int, fl
     )
     project_id = int(project["id"])
     started = time.perf_counter()
-    connector.request(
+    connector.request_json(
         "POST", f"/api/projects/{project_id}/import", json=synthetic_text_tasks(n_tasks), timeout=3600
     )
     return project_id, time.perf_counter() - started
@@ -131,7 +131,8 @@ def bench_push(
     * ``project`` / ``project-rerun``: first push and re-push in project mode (a review project with N task
       copies), then undo (deletes the review project).
     """
-    from connectors.label_studio_queue import ReviewQueue, flagged_items
+    from connectors.label_studio.push import ReviewQueue
+    from relabel.dataset import FlaggedItem
 
     rows: list[tuple[str, int, float]] = []
     project_id, import_seconds = seed_project(connector, max(sizes))
@@ -145,8 +146,8 @@ def bench_push(
         int(task["id"]): task["annotations"][0]["result"][0]["value"]["choices"][0] for task in tasks
     }
     rng = random.Random(0)
-    plain = ReviewQueue(connector, write_mislabeling=False)
-    with_mislabeling = ReviewQueue(connector, write_mislabeling=True)
+    plain = ReviewQueue(connector.client, write_mislabeling=False)
+    with_mislabeling = ReviewQueue(connector.client, write_mislabeling=True)
 
     def timed(step: str, n_items: int, action: Any) -> None:
         started = time.perf_counter()
@@ -160,17 +161,21 @@ def bench_push(
         scores = [rng.random() for _ in chosen]
         suggested = [rng.choice(CLASSES) for _ in chosen]
         current = [current_label[task_id] for task_id in chosen]
-        items = flagged_items(chosen, scores, suggested, current, top=n_items)
-        plain.undo(project_id, force=True)
+        order = sorted(range(n_items), key=lambda i: -scores[i])
+        items = [
+            FlaggedItem(chosen[i], rank, scores[i], suggested[i], current[i])
+            for rank, i in enumerate(order, start=1)
+        ]
+        connector.undo(project_id, force=True)
         timed("view", n_items, lambda items=items: plain.push(project_id, items))
         timed("view-rerun", n_items, lambda items=items: plain.push(project_id, items))
-        timed("undo", n_items, lambda: plain.undo(project_id, force=True))
+        timed("undo", n_items, lambda: connector.undo(project_id, force=True))
         if n_items in mislabeling_sizes:
             timed("view+mis", n_items, lambda items=items: with_mislabeling.push(project_id, items))
-            plain.undo(project_id, force=True)
+            connector.undo(project_id, force=True)
         timed("project", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
         timed("project-rerun", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
-        plain.undo(project_id, force=True)
+        connector.undo(project_id, force=True)
     return rows
 
 

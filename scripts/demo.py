@@ -41,9 +41,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.label_studio import LabelStudioConnector  # noqa: E402
-from connectors.label_studio_server import LocalLabelStudio, ensure_label_studio_installed  # noqa: E402
-from relabel.audit import run_audit  # noqa: E402
-from relabel.errors import RelabelError  # noqa: E402
+from relabel.errors import NotFoundError, RelabelError  # noqa: E402
+from relabel.pipeline import run_audit  # noqa: E402
+from relabel.settings import AuditSettings  # noqa: E402
+from scripts.local_label_studio import LocalLabelStudio, ensure_label_studio_installed  # noqa: E402
 
 DATA_DIR = REPO_ROOT / ".label-studio-data"
 PLANTED_FILE = DATA_DIR / "demo_planted.json"
@@ -90,10 +91,10 @@ def find_project(connector: LabelStudioConnector, project_id: int | None) -> dic
     """The demo project recorded in the planted file, if it still exists on the server."""
     if project_id is None:
         return None
-    response = connector.request("GET", f"/api/projects/{int(project_id)}/", allow_status=(404,))
-    if response.status_code == 404:
+    try:
+        project = connector.client.get_project(int(project_id))
+    except NotFoundError:
         return None
-    project = response.json()
     return project if project.get("title") == PROJECT_TITLE else None
 
 
@@ -219,20 +220,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"project {project_id}: {planted['n_tasks']} digits, {n_planted} labels planted wrong")
 
         print("running the audit ...", flush=True)
-        result = run_audit(
-            connector,
-            project_id,
+        settings = AuditSettings(
             model="logistic",
             method="self_influence",
             top_fraction=0.10,
             queue=args.queue,
             image_size=8,
-            report_dir=REPORT_DIR,
-            progress=True,
             # The ``mislabeling`` field costs one extra request per prediction (≈0.2 s each here), and the
             # Data Manager does not show it; ``score`` carries the same number. Skipped for a quick demo.
             write_mislabeling=False,
         )
+        result = run_audit(connector, project_id, settings, report_dir=REPORT_DIR, progress=True)
     except RelabelError as error:
         print(f"demo: error: {error}", file=sys.stderr)
         return 2

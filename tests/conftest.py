@@ -26,8 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from connectors.label_studio_server import LocalLabelStudio  # noqa: E402
 from relabel.errors import ConnectorError  # noqa: E402
+from scripts.local_label_studio import LocalLabelStudio  # noqa: E402
 
 
 @pytest.fixture(scope="session")

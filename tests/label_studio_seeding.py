@@ -14,7 +14,7 @@ from xml.sax.saxutils import quoteattr
 
 import requests
 
-from connectors.label_studio_server import LocalLabelStudio
+from scripts.local_label_studio import LocalLabelStudio
 
 REQUEST_TIMEOUT_SECONDS = 600
 

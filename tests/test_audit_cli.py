@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from connectors.label_studio_queue import VIEW_TITLE, review_marker
-from connectors.label_studio_server import find_free_port
+from connectors.label_studio.queue_plan import VIEW_TITLE, review_marker
 from relabel.cli import main
+from scripts.local_label_studio import find_free_port
 from tests.label_studio_seeding import (
     annotate,
     choice_result,

@@ -178,7 +178,7 @@ def test_compare_cli_rejects_noise_and_error_column_together(tmp_path) -> None:
 def test_compare_uses_reviewer_decisions_recorded_by_sync(label_studio, tmp_path, capsys) -> None:
     """Push a review project, let a "reviewer" fix 6 wrong labels and confirm 4 right ones, sync, compare."""
     from connectors.label_studio import LabelStudioConnector
-    from connectors.label_studio_queue import FlaggedItem, ReviewQueue
+    from relabel.dataset import FlaggedItem
     from tests.label_studio_seeding import annotate, choice_result, export_tasks
     from tests.test_nightly import CLASSES, seed_project
 
@@ -187,13 +187,13 @@ def test_compare_uses_reviewer_decisions_recorded_by_sync(label_studio, tmp_path
     truth = {task_ids[i]: CLASSES[i % 3] for i in range(60)}
     reviewed = [task_ids[i] for i in wrong_positions] + [task_ids[i] for i in (1, 2, 3, 4)]
     connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
-    queue = ReviewQueue(connector, progress=False)
+    queue = connector
     items = [
         FlaggedItem(task_id, rank + 1, 1.0 - rank / 20, truth[task_id])
         for rank, task_id in enumerate(reviewed)
     ]
     queue.push(project_id, items, mode="project", method="self_influence")
-    review_project = queue.find_review_project(project_id)
+    review_project = queue.review_project(project_id)
     for task in export_tasks(label_studio, int(review_project["id"])):
         source = int(task["data"]["relabel_source_task"])
         annotate(label_studio, int(task["id"]), choice_result(truth[source]))

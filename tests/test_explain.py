@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from relabel.errors import InputError
-from relabel.ranking import SuspicionScorer
 from relabel.report import explanations_for
+from relabel.scorer import SuspicionScorer
 from tests.reference import logistic_objective_torch
 from tests.test_comparison import run_subcommand
 

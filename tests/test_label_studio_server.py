@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from connectors.label_studio_server import (
+from relabel.errors import ConnectorError
+from scripts.local_label_studio import (
     DEFAULT_EXECUTABLE,
     LocalLabelStudio,
     ensure_label_studio_installed,
     find_free_port,
 )
-from relabel.errors import ConnectorError
 
 
 def test_reuse_adopts_the_running_server_and_refuses_a_second_one(label_studio: LocalLabelStudio) -> None:

@@ -23,11 +23,8 @@ from relabel.nightly import (
     EXIT_OK,
     EXIT_PROJECT_FAILED,
     NightlyConfig,
-    annotations_saved_since,
     nightly_lock,
     run_nightly,
-    server_clock,
-    tasks_changed_since,
 )
 from tests.label_studio_seeding import (
     choice_result,
@@ -217,18 +214,18 @@ def test_change_probe_sees_annotation_saves_but_tells_predictions_apart(label_st
     project_id, task_ids = seed_project(label_studio, "nightly probe", n_tasks=9, n_flipped=0)
     connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
     time.sleep(1.1)
-    watermark, task_number = server_clock(connector, project_id)
+    watermark, task_number = connector.server_clock(project_id)
     assert task_number == 9 and watermark is not None
     time.sleep(1.1)
-    assert tasks_changed_since(connector, project_id, watermark) == []
+    assert connector.tasks_changed_since(project_id, watermark) == []
     annotation = export_tasks(label_studio, project_id)[0]["annotations"][0]
     task_id = int(annotation["task"])
     touch_annotation(label_studio, int(annotation["id"]), choice_result(CLASSES[1]))
-    assert tasks_changed_since(connector, project_id, watermark) == [task_id]
-    assert annotations_saved_since(connector, project_id, watermark, [task_id])
+    assert connector.tasks_changed_since(project_id, watermark) == [task_id]
+    assert connector.annotations_saved_since(project_id, watermark, [task_id])
 
     time.sleep(1.1)
-    after_touch, _ = server_clock(connector, project_id)
+    after_touch, _ = connector.server_clock(project_id)
     time.sleep(1.1)
     other = next(t for t in task_ids if t != task_id)
     response = requests.post(
@@ -243,8 +240,8 @@ def test_change_probe_sees_annotation_saves_but_tells_predictions_apart(label_st
         timeout=120,
     )
     assert response.status_code < 300, response.text[:300]
-    assert tasks_changed_since(connector, project_id, after_touch) == [other]  # a prediction bumps updated_at
-    assert not annotations_saved_since(connector, project_id, after_touch, [other])  # but is no person's edit
+    assert connector.tasks_changed_since(project_id, after_touch) == [other]  # a prediction bumps updated_at
+    assert not connector.annotations_saved_since(project_id, after_touch, [other])  # but is no person's edit
 
 
 def test_dry_run_pushes_nothing_and_leaves_the_state_alone(label_studio, tmp_path) -> None:

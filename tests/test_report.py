@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from connectors.dataset import LabeledDataset
-from relabel.audit import ranking_table
 from relabel.comparison import METHOD_COLOURS
+from relabel.dataset import LabeledDataset
 from relabel.noise import inject_label_noise
-from relabel.ranking import SuspicionScorer
 from relabel.report import write_audit_report
+from relabel.scorer import SuspicionScorer
+from relabel.selection import ranking_table
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -12,17 +12,15 @@ import pytest
 import requests
 
 from connectors.label_studio import LabelStudioConnector
-from connectors.label_studio_queue import (
+from connectors.label_studio.queue_plan import (
     CURRENT_LABEL_MODEL_VERSION,
     REVIEW_TITLE_SUFFIX,
     VIEW_TITLE,
-    FlaggedItem,
-    ReviewQueue,
-    flagged_items,
-    normalised_suspicion,
     review_marker,
 )
+from relabel.dataset import FlaggedItem
 from relabel.errors import RelabelError
+from relabel.selection import normalised_suspicion
 from tests.label_studio_seeding import (
     annotate,
     choice_result,
@@ -51,7 +49,10 @@ def _items(task_ids: list[int], top: int, seed: int = 0) -> list[FlaggedItem]:
     scores = [float(len(task_ids) - position + seed) for position in range(len(task_ids))]
     current = [CLASSES[i % len(CLASSES)] for i in range(len(task_ids))]
     suggested = [CLASSES[(i + 1) % len(CLASSES)] for i in range(len(task_ids))]
-    return flagged_items(task_ids, scores, suggested, current, top=top)
+    suspicion = normalised_suspicion(scores)
+    return [
+        FlaggedItem(task_ids[i], i + 1, float(suspicion[i]), suggested[i], current[i]) for i in range(top)
+    ]
 
 
 def _relabel_predictions(server: Any, project_id: int) -> list[dict[str, Any]]:
@@ -86,7 +87,7 @@ def test_view_push_creates_one_prediction_per_flagged_task_and_the_view(label_st
     project_id, task_ids = _seed(label_studio)
     items = _items(task_ids, top=5)
 
-    result = ReviewQueue(connector).push(project_id, items, method="self_influence")
+    result = connector.push(project_id, items, method="self_influence")
 
     predictions = _relabel_predictions(label_studio, project_id)
     assert sorted(int(p["task"]) for p in predictions) == sorted(item.task_id for item in items)
@@ -134,7 +135,7 @@ def test_view_rerun_duplicates_nothing_and_updates_in_place(label_studio, connec
         timeout=60,
     )
     assert foreign.status_code == 201
-    queue = ReviewQueue(connector)
+    queue = connector
     first = queue.push(project_id, _items(task_ids, top=6))
     second = queue.push(project_id, _items(task_ids, top=6))
     assert (
@@ -162,7 +163,7 @@ def test_view_rerun_duplicates_nothing_and_updates_in_place(label_studio, connec
 def test_project_mode_builds_review_project_in_rank_order(label_studio, connector) -> None:
     project_id, task_ids = _seed(label_studio, title="Sentiment batch")
     items = _items(task_ids, top=7)
-    queue = ReviewQueue(connector)
+    queue = connector
 
     result = queue.push(project_id, items, mode="project")
 
@@ -217,7 +218,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
 def test_sync_adds_new_annotations_once_and_never_touches_old_ones(label_studio, connector) -> None:
     project_id, task_ids = _seed(label_studio)
     items = _items(task_ids, top=4)
-    queue = ReviewQueue(connector)
+    queue = connector
     pushed = queue.push(project_id, items, mode="project")
     before = _annotations_by_task(label_studio, project_id)
     review_tasks = sorted(export_tasks(label_studio, pushed.review_project_id), key=lambda task: task["id"])
@@ -271,7 +272,7 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
     )
     assert foreign.status_code == 201
     before = _annotations_by_task(label_studio, project_id)
-    queue = ReviewQueue(connector)
+    queue = connector
     queue.push(project_id, _items(task_ids, top=5), method="self_influence")
     queue.push(project_id, _items(task_ids, top=5), method="loss")  # replaces the self_influence ones
     pushed = queue.push(project_id, _items(task_ids, top=5), mode="project")
@@ -320,7 +321,7 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
 
 def test_undo_after_sync_keeps_the_synced_decisions(label_studio, connector) -> None:
     project_id, task_ids = _seed(label_studio)
-    queue = ReviewQueue(connector)
+    queue = connector
     items = _items(task_ids, top=3)
     pushed = queue.push(project_id, items, mode="project")
     review_task = min(export_tasks(label_studio, pushed.review_project_id), key=lambda task: task["id"])
@@ -337,7 +338,7 @@ def test_undo_after_sync_keeps_the_synced_decisions(label_studio, connector) -> 
 def test_sync_without_review_project_is_a_clear_error(label_studio, connector) -> None:
     project_id, _ = _seed(label_studio, n_tasks=6)
     with pytest.raises(RelabelError, match="no relabel review project"):
-        ReviewQueue(connector).sync(project_id)
+        connector.sync(project_id)
 
 
 def test_project_mode_reads_the_current_label_when_the_ranking_does_not_give_it(
@@ -346,7 +347,7 @@ def test_project_mode_reads_the_current_label_when_the_ranking_does_not_give_it(
     project_id, task_ids = _seed(label_studio, n_tasks=9)
     items = [FlaggedItem(task_id=task_ids[4], rank=1, score=1.0, suggested="pos", current=None)]
 
-    result = ReviewQueue(connector).push(project_id, items, mode="project")
+    result = connector.push(project_id, items, mode="project")
 
     (task,) = export_tasks(label_studio, result.review_project_id)
     assert task["data"]["relabel_current"] == CLASSES[4 % len(CLASSES)]

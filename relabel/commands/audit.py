@@ -1,27 +1,21 @@
-"""``relabel audit``: rank a Label Studio project's labeled items and push the top ones for review.
-
-Also holds the Label Studio connection options shared by ``relabel sync`` and ``relabel undo``.
-"""
+"""``relabel audit``: rank a Label Studio project's labeled items and push the top ones for review."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
+from relabel.commands.options import (
+    CONNECTION_HELP,
+    add_connection_options,
+    add_model_options,
+    add_progress_options,
+    connector_from_args,
+    show_progress,
+)
 from relabel.errors import RelabelError
-
-API_KEY_ENV = "LABEL_STUDIO_API_KEY"
-URL_ENV = "LABEL_STUDIO_URL"
-
-CONNECTION_HELP = f"""
-connection:
-  The server URL comes from --url or ${URL_ENV}; the API token from --api-key-file (a file holding
-  only the token) or ${API_KEY_ENV}. Use a Personal Access Token (Account & Settings → Personal Access
-  Token) or, where the organization allows them, a legacy token. The token is never printed.
-"""
+from relabel.settings import QUEUE_MODES, AuditSettings
 
 AUDIT_EPILOG = (
     """
@@ -46,57 +40,6 @@ what it writes (re-running updates it; nothing is duplicated, no annotation is e
 )
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser, *, project_required: bool = True) -> None:
-    """``--url``, ``--project``, ``--api-key-file``: where the Label Studio project is and how to log in."""
-    group = parser.add_argument_group("Label Studio")
-    group.add_argument(
-        "--url",
-        default=None,
-        help=f"Label Studio base URL, e.g. http://localhost:8080 (default: ${URL_ENV})",
-    )
-    group.add_argument(
-        "--project", type=int, required=project_required, metavar="ID", help="the project id (in its URL)"
-    )
-    group.add_argument(
-        "--api-key-file",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help=f"file holding the API token (default: ${API_KEY_ENV})",
-    )
-
-
-def read_api_key(path: Path | None) -> str:
-    """The API token from ``path`` (stripped) or ``$LABEL_STUDIO_API_KEY``; RelabelError if neither."""
-    if path is not None:
-        try:
-            key = Path(path).expanduser().read_text().strip()
-        except OSError as error:
-            raise RelabelError(f"cannot read the API key file {path}: {error.strerror or error}") from None
-        if not key:
-            raise RelabelError(f"the API key file {path} is empty; put the Label Studio token in it")
-        return key
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    if not key:
-        raise RelabelError(
-            f"no Label Studio API token: set {API_KEY_ENV} or pass --api-key-file PATH "
-            "(Account & Settings → Personal Access Token in Label Studio)"
-        )
-    return key
-
-
-def connector_from_args(args: argparse.Namespace) -> Any:
-    """A :class:`connectors.label_studio.LabelStudioConnector` for the URL and the API key of ``args``."""
-    from connectors.label_studio import LabelStudioConnector
-
-    url = args.url or os.environ.get(URL_ENV, "").strip()
-    if not url:
-        raise RelabelError(
-            f"no Label Studio URL: pass --url URL or set {URL_ENV} (e.g. http://localhost:8080)"
-        )
-    return LabelStudioConnector(url, read_api_key(args.api_key_file))
-
-
 def register(subparsers: Any) -> None:
     """Add the ``audit`` subcommand."""
     parser = subparsers.add_parser(
@@ -111,7 +54,7 @@ def register(subparsers: Any) -> None:
         epilog=AUDIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_arguments(parser, project_required=False)
+    add_connection_options(parser, project_required=False)
     parser.add_argument(
         "--config",
         type=Path,
@@ -119,20 +62,8 @@ def register(subparsers: Any) -> None:
         help="nightly mode: audit every project listed in this TOML file (see scripts/nightly_audit.py); "
         "a state file keeps reviewed items from being flagged again and a lock stops overlapping runs",
     )
-    ranking = parser.add_argument_group("ranking")
-    ranking.add_argument(
-        "--model",
-        choices=("logistic", "mlp", "cnn"),
-        default="logistic",
-        help="logistic: exact self-influence (default); mlp / cnn (images): LiSSA estimate",
-    )
-    ranking.add_argument(
-        "--method",
-        choices=("self_influence", "loss", "margin", "random"),
-        default="self_influence",
-        help="score that picks the flagged tasks (default: self_influence; loss is the usual baseline)",
-    )
-    how_many = ranking.add_mutually_exclusive_group()
+    add_model_options(parser)
+    how_many = parser.add_argument_group("how many to flag").add_mutually_exclusive_group()
     how_many.add_argument("--top", type=int, metavar="N", help="flag the N most suspicious tasks")
     how_many.add_argument(
         "--top-fraction",
@@ -140,22 +71,10 @@ def register(subparsers: Any) -> None:
         metavar="F",
         help="flag this share of the labeled tasks, e.g. 0.1 (default: 0.05, at least one task)",
     )
-    ranking.add_argument(
-        "--control",
-        metavar="NAME",
-        help="the <Choices> control to read labels from, when the labeling config has several",
-    )
-    ranking.add_argument(
-        "--image-size",
-        type=int,
-        metavar="PX",
-        help="resize images to PX×PX before featurizing (default: the featurizer's)",
-    )
-    ranking.add_argument("--seed", type=int, default=0, help="random seed for model fitting (default: 0)")
     output = parser.add_argument_group("output")
     output.add_argument(
         "--queue",
-        choices=("view", "project"),
+        choices=QUEUE_MODES,
         default="view",
         help="view: predictions + a Data Manager tab in the project (default); project: a review project",
     )
@@ -176,13 +95,29 @@ def register(subparsers: Any) -> None:
             "prediction per request, ≈0.15 s each on a local server; `score` holds the same number)"
         ),
     )
-    output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_options(parser)
     parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> AuditSettings:
+    """The :class:`AuditSettings` the flags describe (validated there, once)."""
+    return AuditSettings(
+        model=args.model,
+        method=args.method,
+        top=args.top,
+        top_fraction=args.top_fraction,
+        queue=args.queue,
+        control=args.control,
+        image_size=args.image_size,
+        l2=args.l2,
+        seed=args.seed,
+        write_mislabeling=not args.no_mislabeling_field,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel audit``; returns the exit code."""
-    from relabel.audit import run_audit
+    from relabel.pipeline import run_audit
 
     if args.config is not None:
         from relabel.nightly import run_nightly
@@ -190,26 +125,14 @@ def run(args: argparse.Namespace) -> int:
         return run_nightly(args.config, push=not args.dry_run)
     if args.project is None:
         raise RelabelError("give --project ID (or --config audit.toml for the nightly multi-project mode)")
-    if args.top is not None and args.top < 1:
-        raise RelabelError(f"--top must be at least 1; got {args.top}")
-    if args.top_fraction is not None and not 0 < args.top_fraction <= 1:
-        raise RelabelError(f"--top-fraction must be in (0, 1]; got {args.top_fraction}")
-    connector = connector_from_args(args)
+    settings = settings_from_args(args)
     result = run_audit(
-        connector,
+        connector_from_args(args),
         args.project,
-        model=args.model,
-        method=args.method,
-        top=args.top,
-        top_fraction=args.top_fraction,
-        queue=args.queue,
-        control=args.control,
-        report_dir=args.report,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        settings,
         push=not args.dry_run,
-        image_size=args.image_size,
-        seed=args.seed,
-        write_mislabeling=not args.no_mislabeling_field,
+        report_dir=args.report,
+        progress=show_progress(args),
     )
     print(result.summary())
     if result.url:

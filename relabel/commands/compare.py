@@ -54,8 +54,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def register(subparsers: Any) -> None:
     """Add the ``compare`` subcommand."""
-    from relabel.commands.data_source import add_data_source_arguments
-    from relabel.comparison import COMPARISON_METHODS
+    from relabel.commands.data_source import add_data_source_options
+    from relabel.commands.options import add_model_options, add_progress_options
+    from relabel.methods import COMPARISON_METHODS
 
     parser = subparsers.add_parser(
         "compare",
@@ -68,7 +69,8 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_data_source_arguments(parser, extra_columns=True)
+    add_data_source_options(parser, extra_columns=True)
+    add_model_options(parser, model=False, method=False, seed=False)
     errors = parser.add_argument_group("errors to find")
     errors.add_argument(
         "--noise",
@@ -100,17 +102,17 @@ def register(subparsers: Any) -> None:
         "--fix-fraction", type=float, default=0.1, help="fraction checked before fix-and-refit (default 0.1)"
     )
     protocol.add_argument("--test-fraction", type=float, default=0.2, help="held-out test part (default 0.2)")
-    protocol.add_argument("--l2", type=float, default=1e-3, help="λ of the logistic model (default 1e-3)")
     parser.add_argument(
         "--out", type=Path, default=Path("comparison"), help="output folder (default ./comparison)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel compare``; prints the summary table and the files written."""
     from relabel.commands.data_source import known_errors_from_sync, load_items, truthy
+    from relabel.commands.options import show_progress
     from relabel.comparison import ComparisonConfig, compare_methods
 
     known = args.error_column or args.errors_from_sync
@@ -137,14 +139,14 @@ def run(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         cv_folds=args.folds,
         l2=args.l2,
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     config.validate()
     items = load_items(args, needed_columns=(args.error_column, args.true_label_column))
     known_errors = true_labels = None
     given_labels = items.y
     if args.errors_from_sync:
-        reviewed = known_errors_from_sync(items.connector, args.project, items, args.control)
+        reviewed = known_errors_from_sync(args, items)
         given_labels, known_errors, true_labels = reviewed.given, reviewed.is_error, reviewed.true
         description = (
             f"{items.description}; {reviewed.n_reviewed} reviewed, {int(known_errors.sum())} labels changed "
@@ -153,18 +155,17 @@ def run(args: argparse.Namespace) -> int:
     elif config.noise is None:
         if args.data is None:
             raise InputError("--error-column needs a file (DATA)")
-        known_errors = truthy(items.columns[args.error_column])
+        known_errors = truthy(items.dataset.extra_columns[args.error_column])
         if args.true_label_column:
-            lookup = {name: index for index, name in enumerate(items.classes)}
+            lookup = {name: index for index, name in enumerate(items.dataset.classes)}
             true_labels = items.y.copy()
             for position in np.flatnonzero(known_errors):
-                raw = items.columns[args.true_label_column].iloc[position]
+                raw = items.dataset.extra_columns[args.true_label_column].iloc[position]
                 text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
                 if text not in lookup:
                     raise InputError(
-                        f"item {items.ids[position]!r}: true label {raw!r} in {args.true_label_column!r} "
-                        "is not "
-                        f"one of the classes {items.classes}"
+                        f"item {items.dataset.ids[position]!r}: true label {raw!r} in "
+                        f"{args.true_label_column!r} is not one of the classes {items.dataset.classes}"
                     )
                 true_labels[position] = lookup[text]
         description = f"{items.description}; {int(known_errors.sum())} known errors"
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         items.X,
         given_labels,
         config,
-        n_classes=len(items.classes),
+        n_classes=len(items.dataset.classes),
         known_errors=known_errors,
         true_labels=true_labels,
         description=description,

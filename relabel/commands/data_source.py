@@ -1,144 +1,126 @@
 """Where ``relabel compare`` and ``relabel explain`` read their items: a file, a Label Studio project, or a
-scikit-learn toy dataset; and how those items become the feature matrix the logistic model is fitted to.
+scikit-learn toy dataset; and the feature matrix of those items.
 
-Features are made exactly as ``relabel audit`` makes them (:func:`relabel.audit.featurize`), so a ranking,
-an explanation and a comparison computed here describe the same model an audit fits.
+Features are made exactly as ``relabel audit`` makes them (:func:`relabel.featurizers.featurize`), so a
+ranking, an explanation and a comparison computed here describe the same model an audit fits.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from relabel.commands.options import add_connection_options, add_file_options
+from relabel.dataset import LabeledDataset
 from relabel.errors import InputError
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 
 
-@dataclass
-class LoadedItems:
-    """Items ready for the model.
-
-    ``ids`` (n,) item ids (file id column / row number, task ids, or row numbers for toy datasets);
-    ``X`` (n, d) float64 features; ``y`` (n,) int64 class indices into ``classes``; ``labels`` the given
-    labels as strings; ``columns``: extra per-item columns read from the file (e.g. a known-error column),
-    indexed like ``ids``; ``inputs``/``kind``: the raw inputs (for thumbnails/snippets); ``description``: a
-    short line naming the source.
-    """
-
-    ids: np.ndarray
-    X: np.ndarray
-    y: np.ndarray
-    classes: list[str]
-    labels: np.ndarray
-    kind: str
-    inputs: Any
-    description: str
-    columns: pd.DataFrame = field(default_factory=pd.DataFrame)
-    source: dict[str, Any] = field(default_factory=dict)
-    image_shape: tuple[int, ...] | None = None
-    connector: Any = None
-
-
-def add_data_source_arguments(parser: argparse.ArgumentParser, *, extra_columns: bool = False) -> None:
-    """DATA (a file) | --dataset NAME | --url/--project (Label Studio), plus the file's column options."""
+def add_data_source_options(parser: argparse.ArgumentParser, *, extra_columns: bool = False) -> None:
+    """DATA (a file) | --dataset NAME | --project ID (Label Studio), with the file's column options."""
+    add_file_options(parser, data_required=False)
     parser.add_argument(
-        "data", nargs="?", type=Path, help="CSV, TSV, Parquet or JSONL file with a label column"
-    )
-    source = parser.add_argument_group("data source (one of: DATA, --dataset, --project)")
-    source.add_argument(
         "--dataset",
         choices=SKLEARN_DATASETS,
         help="a scikit-learn toy dataset instead of a file (features scaled to [0, 1])",
     )
-    source.add_argument(
-        "--label-column", default="label", help="file column holding the label (default: label)"
-    )
-    source.add_argument("--id-column", help="file column holding item ids (default: the row number from 0)")
-    source.add_argument("--text-column", help="file column holding text (TF-IDF features); default: tabular")
-    source.add_argument(
-        "--feature-columns", help="comma-separated numeric feature columns (default: all other columns)"
-    )
-    source.add_argument("--url", help="Label Studio base URL (default: $LABEL_STUDIO_URL)")
-    source.add_argument("--project", type=int, metavar="ID", help="Label Studio project id")
-    source.add_argument(
-        "--api-key-file",
-        type=Path,
-        metavar="PATH",
-        help="file holding the token (default: $LABEL_STUDIO_API_KEY)",
-    )
-    source.add_argument(
-        "--control", metavar="NAME", help="the <Choices> control, when the config has several"
-    )
-    source.add_argument(
-        "--image-size", type=int, metavar="PX", help="resize images to PX×PX before featurizing"
-    )
+    add_connection_options(parser, project_required=False)
     if extra_columns:
-        source.add_argument(
+        group = parser.add_argument_group("known errors in the file")
+        group.add_argument(
             "--error-column",
             metavar="COL",
             help="file column marking known label errors (1/true/yes); used instead of injected noise",
         )
-        source.add_argument(
+        group.add_argument(
             "--true-label-column",
             metavar="COL",
             help="file column with the right label of each known error (used to fix and refit)",
         )
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t")
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if suffix == ".jsonl":
-        return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    raise InputError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+@dataclass
+class Features:
+    """A dataset and the feature matrix the model is fitted to: ``X`` (n, d) float64, or (n, C, H, W) for
+    the CNN with ``image_shape`` (C, H, W); ``description``: one line naming the source."""
+
+    dataset: LabeledDataset
+    X: np.ndarray
+    image_shape: tuple[int, ...] | None
+    description: str
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class indices of the given labels."""
+        return self.dataset.label_indices()
 
 
-def load_sklearn_dataset(name: str) -> LoadedItems:
+def load_sklearn_dataset(name: str) -> Features:
     """A scikit-learn toy dataset; features min-max scaled to [0, 1] per column (digits: divided by 16)."""
     from sklearn import datasets
 
-    loader = getattr(datasets, f"load_{name}")
-    bunch = loader()
+    bunch = getattr(datasets, f"load_{name}")()
     X = np.asarray(bunch.data, dtype=np.float64)
     span = X.max(axis=0) - X.min(axis=0)
     X = (X - X.min(axis=0)) / np.where(span > 0, span, 1.0)
     y = np.asarray(bunch.target, dtype=np.int64)
-    classes = [str(name) for name in getattr(bunch, "target_names", range(y.max() + 1))]
-    return LoadedItems(
-        ids=np.arange(len(y)),
-        X=X,
-        y=y,
-        classes=classes,
-        labels=np.array([classes[k] for k in y], dtype=object),
-        kind="tabular",
+    classes = [str(label) for label in getattr(bunch, "target_names", range(y.max() + 1))]
+    ids = np.arange(len(y))
+    dataset = LabeledDataset(
+        ids=ids,
         inputs=pd.DataFrame(X),
-        description=f"sklearn {name} ({len(y)} items, {X.shape[1]} features, {len(classes)} classes)",
+        kind="tabular",
+        labels=np.array([classes[k] for k in y], dtype=object),
+        classes=classes,
+        provenance=pd.DataFrame(index=pd.Index(ids, name="id")),
         source={"type": "sklearn", "name": name},
     )
+    description = f"sklearn {name} ({len(y)} items, {X.shape[1]} features, {len(classes)} classes)"
+    return Features(dataset, X, None, description)
+
+
+def _file_dataset(args: argparse.Namespace, needed: list[str]) -> LabeledDataset:
+    from connectors.files import load_file_dataset, read_table
+
+    path = Path(args.data)
+    feature_columns = args.feature_columns.split(",") if args.feature_columns else None
+    frame = read_table(path) if needed else None
+    if frame is not None and feature_columns is None and args.text_column is None:
+        excluded = {args.label_column, args.id_column, *needed}
+        feature_columns = [str(column) for column in frame.columns if column not in excluded]
+    dataset = load_file_dataset(
+        path,
+        args.label_column,
+        id_column=args.id_column,
+        feature_columns=feature_columns,
+        text_column=args.text_column,
+    )
+    if frame is not None:
+        missing = [column for column in needed if column not in frame.columns]
+        if missing:
+            raise InputError(
+                f"{path}: no column {missing[0]!r} (columns: {', '.join(map(str, frame.columns))})"
+            )
+        frame.index = frame[args.id_column] if args.id_column else pd.RangeIndex(len(frame))
+        dataset.extra_columns = frame.loc[dataset.ids, needed]
+    return dataset
 
 
 def load_items(
     args: argparse.Namespace, *, needed_columns: tuple[str | None, ...] = (), model: str = "logistic"
-) -> LoadedItems:
-    """Load the items named by ``args`` (see :func:`add_data_source_arguments`) and featurize them.
+) -> Features:
+    """The items named by ``args`` (see :func:`add_data_source_options`), featurized for ``model``.
 
-    ``model``: "cnn" keeps images as (n, C, H, W) arrays (``image_shape`` set), any other model gets
-    flat (n, d) rows. ``needed_columns``: extra file columns to read (kept out of the features)
-    into ``LoadedItems.columns``.
+    ``needed_columns``: extra file columns to read (kept out of the features) into
+    ``dataset.extra_columns``.
     """
-    from relabel.audit import featurize
+    from relabel.featurizers import featurize
 
     chosen = [
         name
@@ -152,59 +134,17 @@ def load_items(
         )
     if args.dataset is not None:
         return load_sklearn_dataset(args.dataset)
-
-    needed = [column for column in needed_columns if column]
-    extra = pd.DataFrame()
-    connector = None
     if args.data is not None:
-        from connectors.files import load_file_dataset
-
-        path = Path(args.data)
-        feature_columns = args.feature_columns.split(",") if args.feature_columns else None
-        if needed and feature_columns is None and args.text_column is None:
-            header = _read_frame(path).columns
-            excluded = {args.label_column, args.id_column, *needed}
-            feature_columns = [str(column) for column in header if column not in excluded]
-        dataset = load_file_dataset(
-            path,
-            args.label_column,
-            id_column=args.id_column,
-            feature_columns=feature_columns,
-            text_column=args.text_column,
-        )
-        if needed:
-            frame = _read_frame(path)
-            for column in needed:
-                if column not in frame.columns:
-                    raise InputError(
-                        f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns))})"
-                    )
-            frame.index = frame[args.id_column] if args.id_column else pd.RangeIndex(len(frame))
-            extra = frame.loc[dataset.ids, needed]
-        description = f"{path.name} ({len(dataset)} items, {len(dataset.classes)} classes)"
+        dataset = _file_dataset(args, [column for column in needed_columns if column])
+        description = f"{Path(args.data).name} ({len(dataset)} items, {len(dataset.classes)} classes)"
     else:
-        from relabel.commands.audit import connector_from_args
+        from relabel.commands.options import connector_from_args
+        from relabel.pipeline import pull_labeled
 
-        connector = connector_from_args(args)
-        dataset = connector.pull(args.project, control=args.control, progress=False)
-        if len(dataset) == 0:
-            raise InputError(f"project {args.project} has no labeled tasks")
+        dataset = pull_labeled(connector_from_args(args), args.project, args.control)
         description = f"Label Studio project {args.project} ({len(dataset)} labeled tasks)"
     X, image_shape = featurize(dataset, model, image_size=getattr(args, "image_size", None))
-    return LoadedItems(
-        ids=np.asarray(dataset.ids),
-        X=X,
-        y=dataset.label_indices(),
-        classes=[str(name) for name in dataset.classes],
-        labels=np.asarray(dataset.labels, dtype=object),
-        kind=dataset.kind,
-        inputs=dataset.inputs,
-        description=description,
-        columns=extra,
-        source=dict(dataset.source or {}),
-        image_shape=image_shape,
-        connector=connector if args.data is None else None,
-    )
+    return Features(dataset, X, image_shape, description)
 
 
 def truthy(values: pd.Series) -> np.ndarray:
@@ -242,52 +182,26 @@ class ReviewedErrors:
     n_reviewed: int
 
 
-def known_errors_from_sync(
-    connector: Any, project_id: int, items: LoadedItems, control: str | None
-) -> ReviewedErrors:
-    """Read the decisions ``relabel sync`` added to the source project (annotations whose region id starts
-    with ``relabel-sync-``) and turn them into known errors.
+def known_errors_from_sync(args: argparse.Namespace, items: Features) -> ReviewedErrors:
+    """Known errors from the decisions ``relabel sync`` recorded in the project (see
+    ``LabelStudioConnector.reviewed_labels``): the label before review is what the rankers see, the
+    reviewer's label is the truth. Tasks nobody reviewed keep their label and count as correct, so the
+    evaluation only credits errors reviewers actually looked at (chosen by one ranking method: read the
+    comparison with that bias in mind)."""
+    from relabel.commands.options import connector_from_args
 
-    For a task with such a decision: the label before review is its latest valid annotation that is *not* a
-    sync decision, the true label is the latest decision. Tasks nobody reviewed keep their current label
-    and count as correct, so the evaluation can only credit errors reviewers actually looked at (and those
-    were chosen by one ranking method: read the comparison with that bias in mind).
-    """
-    from connectors.label_studio_queue import SYNC_REGION_PREFIX, LabelTarget
-
-    project = connector.request_json("GET", f"/api/projects/{int(project_id)}")
-    target = LabelTarget.from_config(project.get("label_config") or "", control)
-    tasks = connector.request_json(
-        "GET",
-        f"/api/projects/{int(project_id)}/export",
-        params={"exportType": "JSON", "download_all_tasks": "true"},
-    )
-    lookup = {name: index for index, name in enumerate(items.classes)}
-    before_and_after: dict[int, tuple[str, str]] = {}
-    for task in tasks:
-        valid = [a for a in task.get("annotations") or [] if not a.get("was_cancelled") and a.get("result")]
-        valid.sort(key=lambda a: (str(a.get("updated_at") or ""), int(a.get("id") or 0)))
-        decisions = [
-            a
-            for a in valid
-            if any(str(r.get("id") or "").startswith(SYNC_REGION_PREFIX) for r in a["result"])
-        ]
-        originals = [a for a in valid if a not in decisions]
-        if not decisions or not originals:
-            continue
-        before = target.label_of(originals[-1]["result"])
-        after = target.label_of(decisions[-1]["result"])
+    decisions = connector_from_args(args).reviewed_labels(args.project, args.control)
+    lookup = {name: index for index, name in enumerate(items.dataset.classes)}
+    given, true = items.y.copy(), items.y.copy()
+    n_reviewed = 0
+    for position, task_id in enumerate(items.dataset.ids.tolist()):
+        before, after = decisions.get(int(task_id), (None, None))
         if before in lookup and after in lookup:
-            before_and_after[int(task["id"])] = (before, after)
-    given = items.y.copy()
-    true = items.y.copy()
-    for position, task_id in enumerate(items.ids.tolist()):
-        if int(task_id) in before_and_after:
-            before, after = before_and_after[int(task_id)]
             given[position], true[position] = lookup[before], lookup[after]
-    if not before_and_after:
+            n_reviewed += 1
+    if not n_reviewed:
         raise InputError(
-            f"project {project_id} holds no reviewer decisions recorded by `relabel sync`; review the "
+            f"project {args.project} holds no reviewer decisions recorded by `relabel sync`; review the "
             "relabel review project and run `relabel sync` first, or inject noise with --noise"
         )
-    return ReviewedErrors(given, given != true, true, len(before_and_after))
+    return ReviewedErrors(given, given != true, true, n_reviewed)

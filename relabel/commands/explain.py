@@ -29,7 +29,8 @@ only by other suspicious items is a likely error); "opposes" items push towards 
 
 def register(subparsers: Any) -> None:
     """Add the ``explain`` subcommand."""
-    from relabel.commands.data_source import add_data_source_arguments
+    from relabel.commands.data_source import add_data_source_options
+    from relabel.commands.options import add_model_options
 
     parser = subparsers.add_parser(
         "explain",
@@ -42,19 +43,12 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_data_source_arguments(parser)
+    add_data_source_options(parser)
+    add_model_options(parser, method=False)
     parser.add_argument(
         "--item", required=True, help="the item's id (file: its --id-column value or row number; LS: task id)"
     )
     parser.add_argument("--top", type=int, default=5, help="items to show on each side (default 5)")
-    parser.add_argument(
-        "--model",
-        choices=("logistic", "mlp", "cnn"),
-        default="logistic",
-        help="logistic: exact (default); mlp / cnn: LiSSA estimate of H⁻¹",
-    )
-    parser.add_argument("--l2", type=float, default=1e-3, help="λ of the model (default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for fitting (default 0)")
     parser.set_defaults(func=run)
 
 
@@ -116,19 +110,21 @@ def format_explanation(
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel explain``; prints the explanation."""
     from relabel.commands.data_source import load_items
-    from relabel.methods import suspicion_ranks
-    from relabel.ranking import SuspicionScorer
     from relabel.report import explanations_for
+    from relabel.scorer import SuspicionScorer
+    from relabel.selection import suspicion_ranks
 
     if args.top < 1:
         raise InputError(f"--top must be at least 1; got {args.top}")
     items = load_items(args, model=args.model)
-    position = find_item(items.ids, str(args.item))
+    ids = np.asarray(items.dataset.ids)
+    classes = [str(name) for name in items.dataset.classes]
+    position = find_item(ids, str(args.item))
     options: dict[str, Any] = {}
     if items.image_shape is not None:
         options["image_shape"] = items.image_shape
     scorer = SuspicionScorer(model=args.model, l2=args.l2, seed=args.seed, **options).fit(
-        items.X, items.y, classes=list(range(len(items.classes)))
+        items.X, items.y, classes=list(range(len(classes)))
     )
     if scorer.solver_name == "exact":  # all n self-influences cost one pass of triangular solves
         all_self_influence = scorer.self_influence()
@@ -138,19 +134,19 @@ def run(args: argparse.Namespace) -> int:
         gradient = scorer.solver.gradients.per_example_gradients(np.array([position]))
         item_self_influence = float(scorer.solver.self_influence_of(gradient)[0])
         item_rank = None
-    explanation = explanations_for(scorer, items.ids, [position], top=args.top)
+    explanation = explanations_for(scorer, ids, [position], top=args.top)
     table = next(iter(explanation.values()))
-    table["label"] = [items.classes[int(index)] for index in table["label"]]
+    table["label"] = [classes[int(index)] for index in table["label"]]
     predicted = int(scorer.probabilities[position].argmax())
     print(
         format_explanation(
-            items.ids[position],
-            items.classes[int(items.y[position])],
-            items.classes[predicted],
+            ids[position],
+            classes[int(items.y[position])],
+            classes[predicted],
             float(scorer.probabilities[position, predicted]),
             item_self_influence,
             item_rank,
-            len(items.ids),
+            len(ids),
             table,
         )
     )

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from relabel.commands.options import add_file_options, add_model_options, add_progress_options, show_progress
 from relabel.errors import InputError
 from relabel.influence.lissa import LissaConfig
 from relabel.methods import SCORE_METHODS
-from relabel.ranking import MODEL_NAMES, SOLVER_NAMES, SuspicionScorer
+from relabel.scorer import SOLVER_NAMES, SuspicionScorer
 
 EXAMPLES = """\
 examples:
@@ -43,18 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", type=Path, help="input file: .csv, .tsv, .parquet or .jsonl")
-    parser.add_argument("--label-column", required=True, help="column holding the given label")
-    parser.add_argument("--id-column", help="column of unique item ids (default: the row position)")
-    parser.add_argument(
-        "--feature-columns",
-        type=comma_list,
-        help="comma-separated numeric feature columns (default: every column but label and id)",
-    )
-    parser.add_argument("--text-column", help="rank text items: TF-IDF features from this column")
-    parser.add_argument(
-        "--model", choices=MODEL_NAMES, default="logistic", help="model to fit (default: logistic)"
-    )
+    add_file_options(parser, data_required=True)
+    add_model_options(parser, method=False, image_size=False)
     parser.add_argument(
         "--solver",
         choices=SOLVER_NAMES,
@@ -67,10 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=["self_influence", "loss"],
         help=f"comma-separated scores, from {','.join(SCORE_METHODS)} (default: self_influence,loss)",
     )
-    parser.add_argument(
-        "--l2", type=float, default=1e-3, help="L2 weight λ on all parameters (default: 1e-3)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random baselines and init (default: 0)")
     parser.add_argument(
         "--device", default="cpu", help="torch device for mlp/cnn/LiSSA, e.g. cuda (default: cpu)"
     )
@@ -85,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--raw-features", action="store_true", help="do not standardise tabular features")
     parser.add_argument("--top", type=int, help="write only the N most suspicious rows")
     parser.add_argument("--out", type=Path, required=True, help="output file: .csv or .parquet")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -117,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         label_column=args.label_column,
         id_column=args.id_column,
-        feature_columns=args.feature_columns,
+        feature_columns=comma_list(args.feature_columns) if args.feature_columns else None,
         text_column=args.text_column,
     )
     if dataset.kind == "tabular" and args.raw_features:
@@ -132,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         image_shape=args.image_shape,
         lissa=LissaConfig(damping=args.lissa_damping, seed=args.seed),
-        progress=not args.quiet,
+        progress=show_progress(args),
     )
     scorer.fit(features, dataset.labels, classes=dataset.classes, item_ids=list(dataset.ids))
     scores = scorer.scores(tuple(args.methods))

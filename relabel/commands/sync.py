@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from relabel.commands.audit import CONNECTION_HELP, add_connection_arguments, connector_from_args
+from relabel.commands.options import (
+    CONNECTION_HELP,
+    add_connection_options,
+    add_progress_options,
+    connector_from_args,
+    show_progress,
+)
 
 SYNC_EPILOG = (
     """
@@ -36,22 +41,14 @@ def register(subparsers: Any) -> None:
         epilog=SYNC_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_arguments(parser)
-    parser.add_argument("--control", metavar="NAME", help="the <Choices> control, when there are several")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_connection_options(parser)
+    add_progress_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel sync``; returns the exit code."""
-    from connectors.label_studio_queue import sync_review_decisions
-
     connector = connector_from_args(args)
-    result = sync_review_decisions(
-        connector,
-        args.project,
-        control=args.control,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    result = connector.sync(args.project, control=args.control, progress=show_progress(args))
     print(result.summary())
     return 0

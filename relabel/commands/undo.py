@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from relabel.commands.audit import CONNECTION_HELP, add_connection_arguments, connector_from_args
+from relabel.commands.options import CONNECTION_HELP, add_connection_options, connector_from_args
 
 UNDO_EPILOG = (
     """
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
         epilog=UNDO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_arguments(parser)
+    add_connection_options(parser)
     parser.add_argument(
         "--force",
         action="store_true",
@@ -42,9 +42,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel undo``; returns the exit code."""
-    from connectors.label_studio_queue import undo_relabel
-
-    connector = connector_from_args(args)
-    result = undo_relabel(connector, args.project, force=args.force)
+    result = connector_from_args(args).undo(args.project, force=args.force)
     print(result.summary())
     return 0

@@ -26,12 +26,13 @@ from relabel.influence.lissa import LissaConfig, LissaSolver
 from relabel.influence.torch_objective import PerExampleLoss, TorchObjective, cross_entropy_per_example
 from relabel.logistic import LogisticFit, fit_logistic
 from relabel.methods import (
+    MODEL_NAMES,
     SCORE_METHODS,
-    add_rank_columns,
     cross_entropy_loss,
     probability_margin,
     random_scores,
 )
+from relabel.selection import add_rank_columns
 from relabel.torch_models import (
     build_cnn,
     build_logistic,
@@ -39,7 +40,6 @@ from relabel.torch_models import (
     train_to_stationary_point,
 )
 
-MODEL_NAMES = ("logistic", "mlp", "cnn")
 SOLVER_NAMES = ("auto", "exact", "lissa")
 
 
@@ -99,8 +99,11 @@ def check_class_counts(y: np.ndarray, classes: Sequence[Any], item_ids: Sequence
 class SuspicionScorer:
     """Fit a model, then score every training item by each requested method.
 
-    Parameters mirror :func:`rank`. After :meth:`fit`: ``fit_summary``, ``probabilities`` (n, K),
-    ``solver`` (the :class:`InfluenceSolver`, built on first use), ``classes``.
+    Parameters mirror :func:`rank`. :meth:`fit` sets every fitted attribute, whatever the model: ``X``,
+    ``y`` (class indices), ``classes``, ``fit_summary``, ``probabilities`` (n, K), ``logistic_fit`` (the
+    logistic model's fit, else None), ``module`` (the torch model, else None), ``objective`` (the torch
+    objective LiSSA works on, else None); ``solver`` (the :class:`InfluenceSolver`) is built on first use.
+    Querying before :meth:`fit` raises InputError.
     """
 
     def __init__(
@@ -148,6 +151,11 @@ class SuspicionScorer:
         self.max_training_iterations = max_training_iterations
         self.progress = progress
         self._solver: InfluenceSolver | None = None
+        self._fitted = False
+
+    def _require_fit(self) -> None:
+        if not self._fitted:
+            raise InputError("the scorer is not fitted yet: call fit(X, y) before asking for scores")
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -176,6 +184,9 @@ class SuspicionScorer:
         check_class_counts(self.y, self.classes, item_ids)
         self.X = X
         n_classes = len(self.classes)
+        self.logistic_fit: LogisticFit | None = None
+        self.module: nn.Module | None = None
+        self.objective: TorchObjective | None = None
         if self.model == "logistic":
             self.logistic_fit = self._fit_logistic(X.reshape(len(X), -1), n_classes)
             self.probabilities = self.logistic_fit.predict_proba(X.reshape(len(X), -1))
@@ -187,6 +198,7 @@ class SuspicionScorer:
             self.objective = self._torch_objective()
             self.probabilities = self.objective.probabilities()
         self._solver = None
+        self._fitted = True
         return self
 
     def _fit_logistic(self, X: np.ndarray, n_classes: int) -> LogisticFit:
@@ -296,6 +308,7 @@ class SuspicionScorer:
     @property
     def solver(self) -> InfluenceSolver:
         """The influence solver (Hessian factorised / spectrum estimated on first use)."""
+        self._require_fit()
         if self._solver is None:
             if self.solver_name == "exact":
                 gradients = LogisticGradients(self.X.reshape(len(self.X), -1), self.y, self.logistic_fit)
@@ -311,6 +324,7 @@ class SuspicionScorer:
 
     def scores(self, methods: Sequence[str] = ("self_influence", "loss")) -> pd.DataFrame:
         """One column per method (higher = more suspicious), ``rank_<method>``, prediction columns."""
+        self._require_fit()
         methods = tuple(methods)
         unknown = [method for method in methods if method not in SCORE_METHODS]
         if unknown or not methods:
@@ -332,7 +346,7 @@ class SuspicionScorer:
         return frame
 
     def self_influence(self) -> np.ndarray:
-        """g_iᵀ H⁻¹ g_i for every training item (design.md contract), shape (n,)."""
+        """g_iᵀ H⁻¹ g_i for every training item (docs/maths.md, self-influence), shape (n,)."""
         solver = self.solver
         with tqdm(total=len(self.y), desc="self-influence", disable=not self.progress, leave=False) as bar:
             return solver.self_influence(progress=bar.update)
@@ -344,6 +358,7 @@ class SuspicionScorer:
         item i's loss), < 0 opposes. Returns the ``top`` of each, with ``role`` "supports"/"opposes",
         ``row`` (training index), ``influence`` and ``label``; the item itself is excluded.
         """
+        self._require_fit()
         if not 0 <= index < len(self.y):
             raise InputError(f"item index {index} is outside 0..{len(self.y) - 1}")
         gradients = self.solver.gradients

@@ -239,7 +239,7 @@ class LocalLabelStudio:
         if not self.executable.exists():
             raise ConnectorError(
                 f"Label Studio is not installed at {self.executable}; run "
-                "connectors.label_studio_server.ensure_label_studio_installed(<repo>/.ls-venv) first"
+                "scripts.local_label_studio.ensure_label_studio_installed(<repo>/.ls-venv) first"
             )
         if self.port is None:
             self.port = find_free_port()

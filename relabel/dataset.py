@@ -1,4 +1,6 @@
-"""The dataset shape every connector returns and every featurizer consumes."""
+"""The data types exchanged between the core and the connectors: the labeled items a connector pulls
+(:class:`LabeledDataset`, which every featurizer consumes) and the items the core flags for review
+(:class:`FlaggedItem`, which a connector pushes)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class LabeledDataset:
                 ``n_annotations`` (valid, non-cancelled ones), ``disagreement`` (bool: annotators differ).
     unlabeled_ids: ids of items the source holds without a usable label (left out of ``ids``).
     source:     free-form description of where the data came from (url, project id, file path).
+    extra_columns: per-item columns read beside the inputs and kept out of them (e.g. a file's known-error
+                column for ``relabel compare``), one row per item in ``ids`` order.
     """
 
     ids: np.ndarray
@@ -37,6 +41,7 @@ class LabeledDataset:
     provenance: pd.DataFrame
     unlabeled_ids: list = field(default_factory=list)
     source: dict = field(default_factory=dict)
+    extra_columns: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,3 +50,21 @@ class LabeledDataset:
         """Integer class index of each item's label (position in ``classes``)."""
         lookup = {name: index for index, name in enumerate(self.classes)}
         return np.array([lookup[label] for label in self.labels], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FlaggedItem:
+    """One item to send for review (what the selection hands to a connector's push).
+
+    task_id:   the item's id in its source (a Label Studio task id).
+    rank:      1 = most suspicious.
+    score:     normalised suspicion in [0, 1] (1 = most suspicious of the project).
+    suggested: the label the model would give (a class name of the project).
+    current:   the item's current label (the one under suspicion), or None when unknown.
+    """
+
+    task_id: int
+    rank: int
+    score: float
+    suggested: str
+    current: str | None = None

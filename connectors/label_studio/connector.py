@@ -1,0 +1,119 @@
+"""The Label Studio connector: what the rest of relabel calls to read a project and write its queue.
+
+:class:`LabelStudioConnector` puts the package's pieces behind one object: :func:`pull_project`
+(pull), :class:`ReviewQueue` (push), :func:`sync` / :func:`undo` (after review), :func:`reviewed_labels`
+(decisions recorded by sync, for ``relabel compare``) and the nightly change probe. It keeps what a pull read
+(the project's JSON and the tasks' data) so the push after it asks the server for neither again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import connectors.label_studio.changes as changes
+import connectors.label_studio.review as review
+from connectors.label_studio.client import LabelStudioClient
+from connectors.label_studio.pull import PulledProject, PullMethod, pull_project
+from connectors.label_studio.push import ReviewQueue
+from connectors.label_studio.queue_plan import PushResult, SyncResult, UndoResult, find_review_project
+from relabel.dataset import FlaggedItem, LabeledDataset
+
+
+class LabelStudioConnector:
+    """One Label Studio server, read and written the way relabel does.
+
+    ``url``/``api_key`` default to ``$LABEL_STUDIO_URL``/``$LABEL_STUDIO_API_KEY``; ``client`` replaces the
+    real :class:`LabelStudioClient` (a test's in-memory fake implements the same methods).
+    """
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, client: LabelStudioClient | None = None
+    ) -> None:
+        self.client = client if client is not None else LabelStudioClient(url, api_key)
+        self._pulled: dict[tuple[int, str | None], PulledProject] = {}
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self.client.url
+
+    def __repr__(self) -> str:
+        return f"LabelStudioConnector(url={self.url!r}, token_type={self.token_type!r})"
+
+    @property
+    def token_type(self) -> str:
+        """``"legacy"``, ``"refresh"`` (a Personal Access Token) or ``"access"``."""
+        return getattr(self.client, "token_type", "unknown")
+
+    def pull(
+        self,
+        project_id: int,
+        control: str | None = None,
+        progress: bool = False,
+        method: PullMethod = "export",
+    ) -> LabeledDataset:
+        """The project's labeled tasks as a :class:`LabeledDataset` (see ``connectors.label_studio.pull``)."""
+        pulled = pull_project(self.client, project_id, control=control, progress=progress, method=method)
+        self._pulled[(int(project_id), control)] = pulled
+        return pulled.dataset
+
+    def push(
+        self,
+        project_id: int,
+        items: Sequence[FlaggedItem],
+        *,
+        mode: str = "view",
+        method: str = "self_influence",
+        control: str | None = None,
+        progress: bool = False,
+        write_mislabeling: bool = True,
+    ) -> PushResult:
+        """Send ``items`` for review (see :mod:`connectors.label_studio.queue_plan` for the two modes)."""
+        pulled = self._pulled.get((int(project_id), control))
+        queue = ReviewQueue(self.client, progress=progress, write_mislabeling=write_mislabeling)
+        return queue.push(
+            project_id,
+            items,
+            mode=mode,
+            method=method,
+            control=control,
+            project=None if pulled is None else pulled.project,
+            task_data=None if pulled is None else pulled.task_data,
+        )
+
+    def sync(self, project_id: int, *, control: str | None = None, progress: bool = False) -> SyncResult:
+        """Copy reviewers' decisions back as new annotations (see :func:`review.sync`)."""
+        return review.sync(self.client, project_id, control=control, progress=progress)
+
+    def undo(self, project_id: int, *, force: bool = False) -> UndoResult:
+        """Remove everything relabel added to the project (see :func:`review.undo`)."""
+        return review.undo(self.client, project_id, force=force)
+
+    def review_project(self, project_id: int) -> dict[str, Any] | None:
+        """relabel's review project of ``project_id`` (None if there is none)."""
+        return find_review_project(self.client.list_projects(), project_id)
+
+    def reviewed_labels(self, project_id: int, control: str | None = None) -> dict[int, tuple[str, str]]:
+        """task id → (label before review, reviewer's label), from decisions recorded by sync."""
+        return review.reviewed_labels(self.client, project_id, control)
+
+    def server_clock(self, project_id: int) -> tuple[str | None, int | None]:
+        """(the server's current time as a Data Manager datetime, the project's task count)."""
+        return self.client.server_time_and_task_count(project_id)
+
+    def tasks_changed_since(self, project_id: int, watermark: str) -> list[int] | None:
+        """Ids of tasks updated after ``watermark`` (None: too many to list)."""
+        return changes.tasks_changed_since(self.client, project_id, watermark)
+
+    def annotations_saved_since(self, project_id: int, watermark: str, task_ids: Sequence[int]) -> bool:
+        """Whether a person created a task or saved an annotation among ``task_ids`` after ``watermark``."""
+        return changes.annotations_saved_since(self.client, project_id, watermark, task_ids)
+
+    def project_url(self, project_id: int) -> str:
+        """The project's page in the Label Studio web UI (its Data Manager)."""
+        return self.client.browser_url(project_id)
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call by path, for set-up scripts (the demo's seeding); see ``LabelStudioClient``."""
+        return self.client.request_json(method, path, **kwargs)

@@ -1,0 +1,182 @@
+"""After the review: copy reviewers' decisions back (sync), read them (reviewed labels), remove relabel's
+additions (undo).
+
+``sync`` copies each reviewed task's decision (the reviewer's newest counting annotation, see
+:mod:`connectors.label_studio.annotations`) to the source task as a NEW annotation, ``completed_by`` the
+reviewer, whose single region carries the id ``relabel-sync-<review annotation id>``: that id is how a
+re-sync knows a decision is already there, and how :func:`reviewed_labels` finds decisions later.
+
+``undo`` deletes the predictions whose model_version starts with ``relabel-``, the views titled
+``relabel: review queue`` and the review project, and nothing else. It refuses to delete a review project
+holding reviewer decisions that were not synced yet (``force=True`` overrides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import connectors.label_studio.queue_plan as plan
+from connectors.label_studio.annotations import counting_annotations, newest_label
+from connectors.label_studio.client import LabelStudioClient
+from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
+from connectors.label_studio.push import run_each
+from connectors.label_studio.queue_plan import SyncResult, UndoResult
+from relabel.errors import RelabelError
+
+
+def _target(client: LabelStudioClient, project_id: int, control: str | None) -> ClassificationTarget:
+    project = client.get_project(project_id)
+    return parse_labeling_config(str(project.get("label_config") or "")).classification_target(control)
+
+
+def _review_project_or_fail(client: LabelStudioClient, source_project_id: int) -> dict[str, Any]:
+    review = plan.find_review_project(client.list_projects(), source_project_id)
+    if review is None:
+        raise RelabelError(
+            f"project {source_project_id} has no relabel review project; run "
+            f"`relabel audit --queue project --project {source_project_id}` first"
+        )
+    return review
+
+
+def _sync_ids(task: dict[str, Any]) -> set[str]:
+    """The ``relabel-sync-…`` region ids among a task's annotations."""
+    return {
+        str(region.get("id") or "")
+        for annotation in task.get("annotations") or []
+        for region in annotation.get("result") or []
+        if str(region.get("id") or "").startswith(plan.SYNC_REGION_PREFIX)
+    }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reviewer's decision on one flagged task: source task, the review annotation, the label chosen,
+    and the review task's relabel fields (``relabel_current``, ``relabel_suggested``...)."""
+
+    source_task: int
+    annotation: dict[str, Any]
+    label: str
+    data: dict[str, Any]
+
+    @property
+    def region_id(self) -> str:
+        return f"{plan.SYNC_REGION_PREFIX}{self.annotation['id']}"
+
+
+def review_decisions(review_tasks: Sequence[dict[str, Any]], target: ClassificationTarget) -> list[Decision]:
+    """The decision of every review task a reviewer answered (newest counting annotation with a label)."""
+    decisions = []
+    for task in review_tasks:
+        data = task.get("data") or {}
+        annotations = counting_annotations(task)
+        if data.get("relabel_source_task") is None or not annotations:
+            continue
+        label = newest_label(annotations[-1:], target)
+        if label is not None:
+            decisions.append(Decision(int(data["relabel_source_task"]), annotations[-1], label, data))
+    return decisions
+
+
+def sync(
+    client: LabelStudioClient, source_project_id: int, *, control: str | None = None, progress: bool = False
+) -> SyncResult:
+    """Copy reviewers' decisions from the review project to the source project as new annotations.
+
+    Existing annotations are never changed; a decision already copied is not added again.
+    """
+    source_project_id = int(source_project_id)
+    review_id = int(_review_project_or_fail(client, source_project_id)["id"])
+    result = SyncResult(source_project_id=source_project_id, review_project_id=review_id)
+    target = _target(client, source_project_id, control)
+    decisions = review_decisions(client.export_tasks(review_id), target)
+    result.reviewed = len(decisions)
+    result.labels_changed = sum(1 for d in decisions if d.label != d.data.get("relabel_current"))
+    result.agreed_with_suggestion = sum(1 for d in decisions if d.label == d.data.get("relabel_suggested"))
+    source_ids = sorted({d.source_task for d in decisions})
+    synced: set[str] = set()
+    for task in client.export_tasks(source_project_id, source_ids):
+        synced |= _sync_ids(task)
+    to_add = [d for d in decisions if d.region_id not in synced]
+    result.already_synced = len(decisions) - len(to_add)
+
+    def add(decision: Decision) -> int:
+        reviewer = decision.annotation.get("completed_by")
+        if isinstance(reviewer, dict):
+            reviewer = reviewer.get("id")
+        client.create_annotation(
+            decision.source_task,
+            target.result(decision.label, region_id=decision.region_id),
+            None if reviewer is None else int(reviewer),
+        )
+        return decision.source_task
+
+    result.added_task_ids = run_each(add, to_add, "sync decisions", progress, plan.PARALLEL_REQUESTS)
+    result.annotations_added = len(result.added_task_ids)
+    return result
+
+
+def unsynced_decisions(client: LabelStudioClient, source_project_id: int, review_id: int) -> int:
+    """How many review tasks hold a counting annotation that was not copied to the source project."""
+    reviewed: dict[int, set[str]] = {}
+    for task in client.export_tasks(review_id):
+        source = (task.get("data") or {}).get("relabel_source_task")
+        regions = {f"{plan.SYNC_REGION_PREFIX}{a['id']}" for a in counting_annotations(task)}
+        if source is not None and regions:
+            reviewed.setdefault(int(source), set()).update(regions)
+    if not reviewed:
+        return 0
+    synced: set[str] = set()
+    for task in client.export_tasks(source_project_id, sorted(reviewed)):
+        synced |= _sync_ids(task)
+    return sum(1 for regions in reviewed.values() if not regions & synced)
+
+
+def undo(client: LabelStudioClient, project_id: int, *, force: bool = False) -> UndoResult:
+    """Remove relabel's predictions, views and review project from ``project_id``; nothing else."""
+    project_id = int(project_id)
+    result = UndoResult(project_id=project_id)
+    client.get_project(project_id)  # clear error for an unknown project
+    review = plan.find_review_project(client.list_projects(), project_id)
+    if review is not None and not force:
+        unsynced = unsynced_decisions(client, project_id, int(review["id"]))
+        if unsynced:
+            raise RelabelError(
+                f"review project {review['id']} holds {unsynced} reviewer decisions not yet copied to "
+                f"project {project_id}; run `relabel sync --project {project_id}` first "
+                "(or undo with --force)"
+            )
+    for version in client.model_versions(project_id):
+        if plan.is_relabel_version(version):
+            result.predictions_deleted += client.delete_model_version(project_id, version)
+            result.model_versions.append(version)
+    for view in client.list_views(project_id):
+        if (view.get("data") or {}).get("title") == plan.VIEW_TITLE:
+            client.delete_view(int(view["id"]))
+            result.views_deleted += 1
+    if review is not None:
+        client.delete_project(int(review["id"]))
+        result.review_project_deleted = int(review["id"])
+    return result
+
+
+def reviewed_labels(
+    client: LabelStudioClient, project_id: int, control: str | None = None
+) -> dict[int, tuple[str, str]]:
+    """task id → (label before the review, reviewer's label) for every task holding a decision recorded by
+    :func:`sync`: before = the newest counting annotation that is not a sync decision, after = the newest
+    sync decision."""
+    target = _target(client, project_id, control)
+    found: dict[int, tuple[str, str]] = {}
+    for task in client.export_tasks(project_id):
+        annotations = counting_annotations(task)
+        decisions = [a for a in annotations if _sync_ids({"annotations": [a]})]
+        originals = [a for a in annotations if a not in decisions]
+        if not decisions or not originals:
+            continue
+        before, after = newest_label(originals, target), newest_label(decisions, target)
+        if before is not None and after is not None:
+            found[int(task["id"])] = (before, after)
+    return found

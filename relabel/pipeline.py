@@ -1,0 +1,228 @@
+"""One audit, end to end: pull → featurize → fit → score → select → push → report.
+
+Each stage is one call into the module that owns it (the connector's ``pull``,
+:func:`relabel.featurizers.featurize`, :class:`relabel.scorer.SuspicionScorer`, :mod:`relabel.selection`,
+the connector's ``push``, :mod:`relabel.report`); this module only wires them and times them. ``relabel
+audit``, the nightly run (which passes the items reviewed since earlier runs as ``excluded``), the demo
+and ``relabel compare``/``explain`` on a Label Studio project all go through it.
+
+The connector is anything with ``pull(project_id, control=, progress=) -> LabeledDataset``,
+``push(project_id, items, mode=, method=, control=, progress=, write_mislabeling=) -> PushResult`` and
+``url`` (e.g. :class:`connectors.label_studio.LabelStudioConnector`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from relabel.dataset import LabeledDataset
+from relabel.errors import InputError
+from relabel.settings import AuditSettings
+
+
+@dataclass
+class AuditResult:
+    """What one audit did.
+
+    n_tasks:          tasks in the project; n_labeled: those with a usable label (ranked);
+                      n_unlabeled: the rest.
+    n_features:       width of the feature matrix handed to the model (C·H·W for the CNN).
+    flagged_task_ids: the flagged tasks, most suspicious first.
+    ranking:          one row per labeled task (see :func:`relabel.selection.ranking_table`).
+    push:             what the review-queue push did (None when nothing was pushed).
+    url:              where to look in the browser (the view or the review project).
+    seconds:          wall-clock seconds per stage: pull, featurize, fit, score, push, report.
+    report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if any.
+    """
+
+    project_id: int
+    settings: AuditSettings
+    n_tasks: int
+    n_labeled: int
+    n_unlabeled: int
+    n_features: int
+    flagged_task_ids: list[int]
+    ranking: pd.DataFrame
+    push: Any
+    url: str | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    report_path: Path | None = None
+    dataset: LabeledDataset | None = None
+    scorer: Any = None
+
+    @property
+    def n_flagged(self) -> int:
+        return len(self.flagged_task_ids)
+
+    def summary(self) -> str:
+        """A few human-readable lines: what was ranked, what was pushed, and where to look."""
+        lines = [
+            f"project {self.project_id}: {self.n_tasks} tasks, {self.n_labeled} labeled and ranked "
+            f"({self.n_unlabeled} without a usable label left out); model {self.settings.model}, "
+            f"method {self.settings.method}",
+            f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})",
+        ]
+        if self.push is not None:
+            lines.append(self.push.summary())
+        if self.report_path is not None:
+            lines.append(f"report written to {self.report_path} (ranking.csv and ranking.parquet beside it)")
+        timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.seconds.items())
+        lines.append(f"time: {timing}")
+        return "\n".join(lines)
+
+
+def _preview(ids: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(task_id) for task_id in ids[:limit])
+    return shown + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+@contextmanager
+def stage_timer(seconds: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def pull_labeled(
+    connector: Any, project_id: int, control: str | None = None, progress: bool = False
+) -> LabeledDataset:
+    """The pull stage: the project's labeled items; InputError when no task has a usable label."""
+    dataset = connector.pull(project_id, control=control, progress=progress)
+    if len(dataset) == 0:
+        raise InputError(
+            f"project {project_id} has no labeled tasks ({len(dataset.unlabeled_ids)} tasks without a usable "
+            "label); annotate some tasks first"
+        )
+    return dataset
+
+
+def score_dataset(
+    dataset: LabeledDataset, settings: AuditSettings, seconds: dict[str, float], progress: bool = False
+) -> tuple[Any, pd.DataFrame, int]:
+    """The featurize, fit and score stages: (the fitted scorer, its scores, the feature count)."""
+    from relabel.featurizers import featurize
+    from relabel.scorer import SuspicionScorer
+
+    with stage_timer(seconds, "featurize"):
+        X, image_shape = featurize(dataset, settings.model, image_size=settings.image_size)
+    options: dict[str, Any] = {} if image_shape is None else {"image_shape": image_shape}
+    scorer = SuspicionScorer(
+        model=settings.model, seed=settings.seed, l2=settings.l2, progress=progress, **options
+    )
+    with stage_timer(seconds, "fit"):
+        scorer.fit(X, list(dataset.labels), classes=list(dataset.classes), item_ids=list(dataset.ids))
+    with stage_timer(seconds, "score"):
+        scores = scorer.scores(settings.score_methods())
+    return scorer, scores, int(np.prod(X.shape[1:]))
+
+
+def run_audit(
+    connector: Any,
+    project_id: int,
+    settings: AuditSettings | None = None,
+    *,
+    push: bool = True,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Pull ``project_id`` through ``connector``, rank its labeled items, push the top ones for review.
+
+    ``settings``: what to fit, score and flag (defaults: :class:`AuditSettings`). ``push=False`` ranks
+    without writing to Label Studio; ``report_dir``: also write the HTML report and the ranking files.
+    Raises :class:`relabel.errors.RelabelError` subclasses for anything the user can fix.
+    """
+    settings = settings or AuditSettings()
+    seconds: dict[str, float] = {}
+    with stage_timer(seconds, "pull"):
+        dataset = pull_labeled(connector, project_id, settings.control, progress)
+    return audit_dataset(
+        connector,
+        project_id,
+        dataset,
+        settings,
+        push=push,
+        report_dir=report_dir,
+        progress=progress,
+        seconds=seconds,
+    )
+
+
+def audit_dataset(
+    connector: Any,
+    project_id: int,
+    dataset: LabeledDataset,
+    settings: AuditSettings,
+    *,
+    push: bool = True,
+    report_dir: str | Path | None = None,
+    progress: bool = False,
+    excluded: Collection[int] = (),
+    report_title: str | None = None,
+    report_summary: Callable[[list[int]], dict[str, Any]] | None = None,
+    seconds: dict[str, float] | None = None,
+) -> AuditResult:
+    """:func:`run_audit` after the pull: ``dataset`` is the project's pulled items. ``excluded``: task ids
+    that may not be flagged (the nightly run's reviewed items); the next items in rank order take their
+    places. ``report_title``: the report's title; ``report_summary``: flagged task ids → extra lines for the
+    report's summary."""
+    from relabel.selection import flagged_items, number_to_flag, ranking_table
+
+    seconds = {} if seconds is None else seconds
+    scorer, scores, n_features = score_dataset(dataset, settings, seconds, progress)
+    n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
+    table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
+    items = flagged_items(table)
+    push_result = None
+    if push:
+        with stage_timer(seconds, "push"):
+            push_result = connector.push(
+                project_id,
+                items,
+                mode=settings.queue,
+                method=settings.method,
+                control=settings.control,
+                progress=progress,
+                write_mislabeling=settings.write_mislabeling,
+            )
+    report_path = None
+    if report_dir is not None:
+        from relabel.report import write_audit_report
+
+        with stage_timer(seconds, "report"):
+            paths = write_audit_report(
+                report_dir,
+                dataset,
+                scorer,
+                table,
+                method=settings.method,
+                n_flagged=len(items),
+                explain_top=settings.explain_top,
+                title=report_title,
+                summary=None if report_summary is None else report_summary([item.task_id for item in items]),
+            )
+        report_path = paths["report_html"]
+    source = dataset.source or {}
+    return AuditResult(
+        project_id=int(project_id),
+        settings=settings,
+        n_tasks=int(source.get("n_tasks", len(dataset) + len(dataset.unlabeled_ids))),
+        n_labeled=len(dataset),
+        n_unlabeled=len(dataset.unlabeled_ids),
+        n_features=n_features,
+        flagged_task_ids=[item.task_id for item in items],
+        ranking=table,
+        push=push_result,
+        url=None if push_result is None else push_result.url,
+        seconds=seconds,
+        report_path=report_path,
+        dataset=dataset,
+        scorer=scorer,
+    )
