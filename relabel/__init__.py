@@ -1,7 +1,9 @@
 """relabel: find the labeled items most worth a second look (self-influence) and send them for review."""
 
 from relabel.influence.lissa import LissaConfig
+from relabel.pipeline import AuditResult, run_audit
 from relabel.scorer import SuspicionScorer, rank
+from relabel.settings import AuditSettings
 
-__all__ = ["LissaConfig", "SuspicionScorer", "rank"]
+__all__ = ["AuditResult", "AuditSettings", "LissaConfig", "SuspicionScorer", "rank", "run_audit"]
 __version__ = "0.1.0"

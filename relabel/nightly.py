@@ -431,10 +431,15 @@ def _advance_watermark(
         state.server_watermark = ended_at
 
 
-def _record_flags(state: ProjectState, result: Any, records: dict[str, dict[str, Any]], now: str) -> int:
-    """Write the run's flagged items into the state; returns how many are newly flagged."""
-    flagged_ids = result.flagged_task_ids
-    previously = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
+def _record_flags(
+    state: ProjectState,
+    flagged_ids: list[int],
+    records: dict[str, dict[str, Any]],
+    now: str,
+    previously: set[int],
+) -> int:
+    """Write the run's flagged items into the state (``previously``: those flagged before this run);
+    returns how many are newly flagged."""
     for task_id in list(state.items):
         if state.items[task_id]["status"] == "flagged" and int(task_id) not in flagged_ids:
             del state.items[task_id]  # dropped out of the top: no longer in the queue
@@ -444,6 +449,44 @@ def _record_flags(state: ProjectState, result: Any, records: dict[str, dict[str,
         entry.update(status="flagged", last_flagged_at=now, rank=rank, **records[key])
         state.items[key] = entry
     return len(set(flagged_ids) - previously)
+
+
+def _run_pipeline(
+    connector: Any,
+    project: ProjectConfig,
+    dataset: Any,
+    state: ProjectState,
+    records: dict[str, dict[str, Any]],
+    now: str,
+    seconds: dict[str, float],
+    push: bool,
+) -> tuple[Any, ReviewBookkeeping, int]:
+    """The pipeline on a pulled project, with the items reviewed since earlier runs excluded; records the
+    flags in ``state``. Returns (the audit result, the review bookkeeping, how many flags are new)."""
+    from relabel.pipeline import audit_dataset
+
+    bookkeeping = update_reviews(state, records, now)
+    previously = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
+    report_dir = (
+        project.report_dir.format(name=project.name, project=project.project) if project.report_dir else None
+    )
+    result = audit_dataset(
+        connector,
+        project.project,
+        dataset,
+        project.settings,
+        push=push,
+        report_dir=report_dir,
+        excluded=bookkeeping.excluded,
+        seconds=seconds,
+        report_title=f"relabel nightly audit — {project.name} (project {project.project})",
+        report_summary=lambda flagged: {
+            "new since last run": len(set(flagged) - previously),
+            "reviewed, not re-flagged": len(bookkeeping.excluded),
+            "run at": now,
+        },
+    )
+    return result, bookkeeping, _record_flags(state, result.flagged_task_ids, records, now, previously)
 
 
 def audit_project(
@@ -456,7 +499,7 @@ def audit_project(
 ) -> ProjectOutcome:
     """One project: skip if unchanged, else pull, run the pipeline with the reviewed items excluded, and
     record the state. Stage seconds go into the log line."""
-    from relabel.pipeline import audit_dataset, pull_labeled, stage_timer
+    from relabel.pipeline import pull_labeled, stage_timer
 
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -494,28 +537,9 @@ def audit_project(
                 "nothing pushed"
             ),
         )
-    bookkeeping = update_reviews(state, records, now)
-    previously_flagged = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
-    report_dir = (
-        project.report_dir.format(name=project.name, project=project.project) if project.report_dir else None
+    result, bookkeeping, new_flags = _run_pipeline(
+        connector, project, dataset, state, records, now, seconds, push
     )
-    result = audit_dataset(
-        connector,
-        project.project,
-        dataset,
-        project.settings,
-        push=push,
-        report_dir=report_dir,
-        excluded=bookkeeping.excluded,
-        seconds=seconds,
-        report_title=f"relabel nightly audit — {project.name} (project {project.project})",
-        report_summary=lambda flagged: {
-            "new since last run": len(set(flagged) - previously_flagged),
-            "reviewed, not re-flagged": len(bookkeeping.excluded),
-            "run at": now,
-        },
-    )
-    new_flags = _record_flags(state, result, records, now)
     state.data_fingerprint, state.settings_fingerprint, state.last_run_at = fingerprint, settings, now
     if push:
         _advance_watermark(connector, project, state, started_at, task_number)

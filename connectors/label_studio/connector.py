@@ -79,6 +79,7 @@ class LabelStudioConnector:
             method=method,
             control=control,
             project=None if pulled is None else pulled.project,
+            target=None if pulled is None else pulled.target,
             task_data=None if pulled is None else pulled.task_data,
         )
 

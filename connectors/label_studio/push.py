@@ -78,13 +78,14 @@ class ReviewQueue:
         method: str = "self_influence",
         control: str | None = None,
         project: dict[str, Any] | None = None,
+        target: ClassificationTarget | None = None,
         task_data: dict[int, dict[str, Any]] | None = None,
     ) -> PushResult:
         """Send ``items`` (flagged tasks of ``project_id``) for review (modes: see ``queue_plan``).
 
-        ``project`` (the project's JSON) and ``task_data`` (task id → data, from the pull) save the requests
-        that would read them again. Re-running with the same items changes nothing; with other items it
-        updates what the last run made.
+        ``project`` (the project's JSON), ``target`` (its parsed Choices control, for ``control``) and
+        ``task_data`` (task id → data), all from the pull, save reading and parsing them again.
+        Re-running with the same items changes nothing; with other items it updates what the last run made.
         """
         if mode not in plan.QUEUE_MODES:
             raise InputError(f"queue mode must be one of {', '.join(plan.QUEUE_MODES)}; got {mode!r}")
@@ -94,7 +95,9 @@ class ReviewQueue:
             raise InputError("each task may be flagged only once per push")
         started = time.perf_counter()
         project = project if project is not None else self.client.get_project(project_id)
-        target = parse_labeling_config(str(project.get("label_config") or "")).classification_target(control)
+        if target is None:
+            config = parse_labeling_config(str(project.get("label_config") or ""))
+            target = config.classification_target(control)
         unknown = sorted({item.suggested for item in items} - set(target.classes))
         if unknown:
             raise InputError(
