@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 
 from relabel.errors import InputError
 from relabel.logistic import LogisticFit, fit_logistic
+from relabel.methods import COMPARISON_METHODS
 from relabel.noise import NOISE_KINDS, inject_label_noise
 from relabel.scorer import SuspicionScorer, check_class_counts
 from relabel.selection import suspicion_ranks
 
-COMPARISON_METHODS: tuple[str, ...] = ("self_influence", "loss", "margin", "confident_learning", "random")
 DEFAULT_CHECKED_FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.20, 0.30)
 
 #: One distinctive colour per method (also used by the HTML report's tests to find the plot on screen).

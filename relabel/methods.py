@@ -52,7 +52,7 @@ COMPARISON_METHODS: tuple[str, ...] = tuple(METHODS)
 MODELS: dict[str, Model] = {
     model.name: model
     for model in (
-        Model("logistic", "multinomial logistic regression: exact self-influence (default)"),
+        Model("logistic", "multinomial logistic regression: exact self-influence"),
         Model("mlp", "one-hidden-layer tanh network: damped self-influence, iterative solver"),
         Model("cnn", "small convolutional network for images: damped self-influence, iterative solver"),
     )

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ("self_influence", "loss", "margin", "confident_learning", "random")
+from relabel.methods import COMPARISON_METHODS
+
+SCORE_COLUMNS = COMPARISON_METHODS  # every method of the registry, in its order
 THUMBNAIL_PIXELS = 72
 SNIPPET_CHARACTERS = 160
 

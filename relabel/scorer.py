@@ -346,7 +346,7 @@ class SuspicionScorer:
         return frame
 
     def self_influence(self) -> np.ndarray:
-        """g_iᵀ H⁻¹ g_i for every training item (docs/maths.md, self-influence), shape (n,)."""
+        """g_iᵀ H⁻¹ g_i for every training item (docs/maths.md, § Self-influence), shape (n,)."""
         solver = self.solver
         with tqdm(total=len(self.y), desc="self-influence", disable=not self.progress, leave=False) as bar:
             return solver.self_influence(progress=bar.update)
