@@ -26,3 +26,7 @@ class ConnectorError(RelabelError, RuntimeError):
 
 class NotFoundError(ConnectorError):
     """The data source has no such object (e.g. no Label Studio project with that id)."""
+
+
+class LockedError(RelabelError):
+    """Another relabel run is writing the same project's review queue (or the same nightly state)."""

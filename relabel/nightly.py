@@ -72,7 +72,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from relabel.errors import InputError, RelabelError
+from relabel.errors import InputError, LockedError, RelabelError
 from relabel.settings import AuditSettings
 
 EXIT_OK = 0
@@ -84,10 +84,6 @@ DEFAULT_API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 FORBIDDEN_KEYS = ("api_key", "token", "api_token", "key", "password")
 LOCATION_KEYS = ("name", "url", "project", "report_dir", "api_key_file", "api_key_env")
 PROJECT_KEYS = frozenset(LOCATION_KEYS) | frozenset(AuditSettings.keys())
-
-
-class LockedError(RelabelError):
-    """Another nightly run holds the lock."""
 
 
 @dataclass
@@ -507,6 +503,9 @@ def audit_project(
     state = ProjectState.load(state_dir / f"{project.name}.state.json")
     connector = connector_factory(project)
     started_at, task_number = connector.server_clock(project.project)
+    flagged_before = any(entry["status"] == "flagged" for entry in state.items.values())
+    if flagged_before and push and not connector.queue_intact(project.project, project.settings.queue):
+        force = True  # the queue relabel made is gone (undone or deleted by hand): rebuild it
     if not force and _nothing_changed(connector, project, state, task_number):
         state.last_run_at = now
         return _unchanged_outcome(

@@ -92,7 +92,14 @@ class FakeLabelStudioClient:
 
     def create_project(self, **fields: Any) -> dict[str, Any]:
         self._count("create_project")
-        project = {"id": next(self._ids), "title": "", "description": "", "model_version": "", **fields}
+        project = {
+            "id": next(self._ids),
+            "title": "",
+            "description": "",
+            "model_version": "",
+            "created_at": self._now(),
+            **fields,
+        }
         self.projects[project["id"]] = project
         return copy.deepcopy(project)
 
@@ -111,6 +118,9 @@ class FakeLabelStudioClient:
         self._count("server_time_and_task_count")
         return self._clock.strftime(LABEL_STUDIO_DATETIME_FORMAT), len(self._tasks_of(project_id))
 
+    def server_now(self, project_id: int) -> datetime:
+        return self._clock
+
     # ------------------------------------------------------------------ tasks
     def export_tasks(
         self, project_id: int, task_ids: Sequence[int] | None = None, progress: bool = False
@@ -124,9 +134,10 @@ class FakeLabelStudioClient:
     def list_tasks(self, project_id: int, progress: bool = False) -> list[dict[str, Any]]:
         return self.export_tasks(project_id)
 
-    def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> None:
+    def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> list[int]:
         self._count("import_tasks")
         self._project(project_id)
+        created = []
         for payload in tasks:
             stamp = self._now()
             task_id = next(self._ids)
@@ -141,11 +152,17 @@ class FakeLabelStudioClient:
                 "updated_at": stamp,
             }
             self.tasks[task_id] = task
+            created.append(task_id)
             for annotation in payload.get("annotations", []):
                 self.add_annotation(task_id, annotation["result"])
             self.import_predictions(
                 project_id, [{**p, "task": task_id} for p in payload.get("predictions", [])]
             )
+        return created
+
+    def update_task_data(self, task_id: int, data: dict[str, Any]) -> None:
+        self._count("update_task_data")
+        self._task(task_id)["data"] = copy.deepcopy(data)
 
     def delete_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
         self._count("delete_tasks")
@@ -171,6 +188,7 @@ class FakeLabelStudioClient:
         for payload in predictions:
             task = self._task(payload["task"])
             prediction = {
+                "created_at": self._now(),
                 "mislabeling": 0.0,
                 **copy.deepcopy(payload),
                 "id": next(self._ids),

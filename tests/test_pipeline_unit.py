@@ -13,11 +13,17 @@ import pytest
 
 from connectors.label_studio import LabelStudioConnector
 from connectors.label_studio.queue_plan import CURRENT_LABEL_MODEL_VERSION, VIEW_TITLE, plan_predictions
-from relabel.errors import InputError, RelabelError
+from relabel.errors import InputError, LockedError, RelabelError
 from relabel.nightly import EXIT_OK, run_nightly
 from relabel.pipeline import run_audit
 from relabel.scorer import SuspicionScorer
-from relabel.selection import normalised_suspicion, number_to_flag, suspicion_order, suspicion_ranks
+from relabel.selection import (
+    flagged_items,
+    normalised_suspicion,
+    number_to_flag,
+    suspicion_order,
+    suspicion_ranks,
+)
 from relabel.settings import AuditSettings
 from tests.fake_label_studio import FakeLabelStudioClient
 
@@ -143,8 +149,11 @@ def test_stale_predictions_are_replaced_by_the_cheapest_plan() -> None:
             for i in range(50)
         ),
     ]
-    plan = plan_predictions(existing, wanted, write_mislabeling=False)
+    plan = plan_predictions(existing, wanted, write_mislabeling=False, whole_versions={"relabel-margin"})
     assert plan.keep.keys() == {1} and plan.delete_versions == ["relabel-margin"] and plan.create == []
+    # A version that also holds predictions relabel did not make is never deleted whole.
+    plan = plan_predictions(existing, wanted, write_mislabeling=False)
+    assert plan.delete_versions == [] and sorted(plan.delete_ids) == [20 + i for i in range(50)]
 
 
 def test_audit_dry_run_and_nightly_dry_run_flag_the_same_tasks(tmp_path: Path) -> None:
@@ -212,3 +221,122 @@ def test_only_the_label_studio_package_speaks_http() -> None:
         imported = _imports(path)
         assert not imported & {"requests", "httpx", "urllib.request", "label_studio_sdk"}, name
         assert "/api/" not in path.read_text(), name
+
+
+# ----------------------------------------------------------------------------------------------- trust
+def test_undo_leaves_look_alikes_it_did_not_create() -> None:
+    client, project_id, task_ids, _ = seeded()
+    connector = LabelStudioConnector(client=client)
+    run_audit(connector, project_id, AuditSettings(top=4, queue="project"), progress=False)
+    review = connector.review_project(project_id)
+    # A person duplicates the review project (the copy keeps its description, marker included) and a team's
+    # own model writes predictions under a relabel- version.
+    copy = client.create_project(title="Team project", description=review["description"], label_config=CONFIG)
+    client.import_tasks(
+        int(copy["id"]), [{"data": {"text": "t"}, "annotations": [{"result": choice("travel")}]}]
+    )
+    client.import_predictions(
+        project_id, [{"task": task_ids[0], "model_version": "relabel-classifier", "score": 0.9, "result": []}]
+    )
+    undone = connector.undo(project_id)
+    assert undone.review_project_deleted == int(review["id"])
+    assert int(copy["id"]) in client.projects and len(client.export_tasks(int(copy["id"]))) == 1
+    assert [p["model_version"] for p in client.list_predictions(project_id)] == ["relabel-classifier"]
+    assert any("Team project" in line for line in undone.left_alone)
+    assert any("relabel-classifier" in line for line in undone.left_alone)
+    # The duplicate is no review project of relabel's either: a new audit makes its own.
+    again = run_audit(connector, project_id, AuditSettings(top=4, queue="project"), progress=False)
+    assert again.push.review_project_created and again.push.review_project_id != int(copy["id"])
+
+
+def test_a_second_writer_is_refused_while_the_lease_is_held() -> None:
+    client, project_id, _, _ = seeded()
+    connector = LabelStudioConnector(client=client)
+    connector.lease_wait_seconds = 0
+    with connector.lease(project_id, "test holder"), pytest.raises(LockedError, match="test holder"):
+        run_audit(connector, project_id, AuditSettings(top=3), progress=False)
+    assert relabel_predictions(client, project_id) == []
+    run_audit(connector, project_id, AuditSettings(top=3), progress=False)  # released: the next run writes
+    assert len(relabel_predictions(client, project_id)) == 3
+
+
+class CrashAfter(FakeLabelStudioClient):
+    """A fake server whose client dies (like a SIGKILL) after ``budget`` write calls."""
+
+    WRITES = (
+        "create_project",
+        "import_tasks",
+        "import_predictions",
+        "create_view",
+        "update_view",
+        "delete_prediction",
+        "delete_model_version",
+        "update_project",
+        "update_task_data",
+        "delete_tasks",
+    )
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def __getattribute__(self, name: str):
+        if name in CrashAfter.WRITES and object.__getattribute__(self, "budget") is not None:
+            if object.__getattribute__(self, "budget") <= 0:
+                raise KeyboardInterrupt("killed")
+            object.__setattr__(self, "budget", object.__getattribute__(self, "budget") - 1)
+        return object.__getattribute__(self, name)
+
+
+@pytest.mark.parametrize("mode", ["view", "project"])
+def test_runs_killed_mid_push_converge_to_one_queue_and_undo_removes_it(mode: str) -> None:
+    client, project_id, _, _ = seeded()
+    crashing = CrashAfter(budget=None)
+    crashing.__dict__.update(client.__dict__)
+    connector = LabelStudioConnector(client=crashing)
+    ranked = run_audit(connector, project_id, AuditSettings(top=6), push=False, progress=False)
+    items = flagged_items(ranked.ranking)
+    crashes = 0
+    for budget in range(1, 14):  # killed after 1, 2, ... writes: at every step of the push in turn
+        crashing.budget = budget
+        try:  # alternate between two queues, so that re-runs also have stale items to remove
+            connector.push(project_id, items[: 5 + budget % 2], mode=mode)
+        except KeyboardInterrupt:
+            crashes += 1
+        crashing.budget = None
+        for lease in connector.ledger.entries(project_id, "lease"):  # a killed process leaves its lease
+            connector.ledger.remove(lease)
+    assert crashes >= 5
+    result = run_audit(connector, project_id, AuditSettings(top=5, queue=mode), progress=False)
+    assert len(relabel_predictions(crashing, project_id)) == (5 if mode == "view" else 0)
+    assert len([v for v in crashing.views.values() if v["project"] == project_id]) == (
+        1 if mode == "view" else 0
+    )
+    reviews = [p for p in crashing.projects.values() if p["title"].endswith("relabel review")]
+    assert len(reviews) == (1 if mode == "project" else 0)
+    if mode == "project":
+        assert len(crashing.export_tasks(result.push.review_project_id)) == 5
+    connector.undo(project_id, force=True)
+    assert relabel_predictions(crashing, project_id) == []
+    assert [p["title"] for p in crashing.projects.values()] == ["unit project", "relabel ledger"]
+    assert [v for v in crashing.views.values() if v["project"] == project_id] == []
+
+
+def test_nightly_restores_a_queue_that_was_undone(tmp_path: Path) -> None:
+    client, project_id, _, _ = seeded()
+    connector = LabelStudioConnector(client=client)
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[defaults]\nurl = "{client.url}"\ntop = 5\n'
+        f'[[projects]]\nname = "unit"\nproject = {project_id}\n'
+    )
+
+    def nightly() -> str:
+        stream = io.StringIO()
+        assert run_nightly(config, stream=stream, connector_factory=lambda _: connector) == EXIT_OK
+        return stream.getvalue()
+
+    assert "status=ok" in nightly() and len(relabel_predictions(client, project_id)) == 5
+    assert "status=unchanged" in nightly()
+    connector.undo(project_id)
+    assert "status=ok" in nightly() and len(relabel_predictions(client, project_id)) == 5

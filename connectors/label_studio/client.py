@@ -247,6 +247,12 @@ class LabelStudioClient:
         moment = parsedate_to_datetime(date).astimezone(UTC)
         return moment.strftime(LABEL_STUDIO_DATETIME_FORMAT), task_number
 
+    def server_now(self, project_id: int) -> datetime:
+        """The server's clock (HTTP ``Date``, whole seconds, UTC); this machine's clock if the server
+        does not say."""
+        moment, _ = self.server_time_and_task_count(project_id)
+        return parse_server_datetime(moment) if moment else datetime.now(UTC)
+
     # ------------------------------------------------------------------ tasks
     def export_tasks(
         self, project_id: int, task_ids: Sequence[int] | None = None, progress: bool = False
@@ -329,14 +335,20 @@ class LabelStudioClient:
 
         return self._call(f"task list of project {project_id}", collect)
 
-    def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> None:
-        """Create tasks (``{"data": …, "predictions": […]}``) in list order (ascending ids)."""
-        self._call(
+    def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> list[int]:
+        """Create tasks (``{"data": …, "predictions": […]}``) in list order (ascending ids); their ids."""
+        answer = self._call(
             f"import into project {project_id}",
             self._sdk.projects.import_tasks,
             int(project_id),
             request=list(tasks),
+            return_task_ids=True,
         )
+        return [int(task_id) for task_id in (_plain(answer) or {}).get("task_ids") or []]
+
+    def update_task_data(self, task_id: int, data: dict[str, Any]) -> None:
+        """Replace a task's ``data``."""
+        self._call(f"update task {task_id}", self._sdk.tasks.update, str(int(task_id)), data=data)
 
     def delete_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
         """Delete tasks in bulk (the Data Manager's ``delete_tasks`` action)."""

@@ -14,10 +14,14 @@ from typing import Any
 import connectors.label_studio.changes as changes
 import connectors.label_studio.review as review
 from connectors.label_studio.client import LabelStudioClient
+from connectors.label_studio.ledger import Ledger
+from connectors.label_studio.owned import OwnedPredictions, owned_review_project, owned_view
 from connectors.label_studio.pull import PulledProject, PullMethod, pull_project
 from connectors.label_studio.push import ReviewQueue
-from connectors.label_studio.queue_plan import PushResult, SyncResult, UndoResult, find_review_project
+from connectors.label_studio.queue_plan import PushResult, SyncResult, UndoResult
 from relabel.dataset import FlaggedItem, LabeledDataset
+
+DEFAULT_LEASE_WAIT_SECONDS = 60.0
 
 
 class LabelStudioConnector:
@@ -31,6 +35,8 @@ class LabelStudioConnector:
         self, url: str | None = None, api_key: str | None = None, *, client: LabelStudioClient | None = None
     ) -> None:
         self.client = client if client is not None else LabelStudioClient(url, api_key)
+        self.ledger = Ledger(self.client)
+        self.lease_wait_seconds = DEFAULT_LEASE_WAIT_SECONDS
         self._pulled: dict[tuple[int, str | None], PulledProject] = {}
 
     @property
@@ -71,29 +77,57 @@ class LabelStudioConnector:
     ) -> PushResult:
         """Send ``items`` for review (see :mod:`connectors.label_studio.queue_plan` for the two modes)."""
         pulled = self._pulled.get((int(project_id), control))
-        queue = ReviewQueue(self.client, progress=progress, write_mislabeling=write_mislabeling)
-        return queue.push(
-            project_id,
-            items,
-            mode=mode,
-            method=method,
-            control=control,
-            project=None if pulled is None else pulled.project,
-            target=None if pulled is None else pulled.target,
-            task_data=None if pulled is None else pulled.task_data,
+        queue = ReviewQueue(
+            self.client, ledger=self.ledger, progress=progress, write_mislabeling=write_mislabeling
         )
+        with self.lease(project_id, "audit"):
+            return queue.push(
+                project_id,
+                items,
+                mode=mode,
+                method=method,
+                control=control,
+                project=None if pulled is None else pulled.project,
+                target=None if pulled is None else pulled.target,
+                task_data=None if pulled is None else pulled.task_data,
+            )
+
+    def lease(self, project_id: int, command: str) -> Any:
+        """The project's write lease (see :mod:`connectors.label_studio.ledger`) for a ``with`` block."""
+        return self.ledger.lease(project_id, command, wait_seconds=self.lease_wait_seconds)
 
     def sync(self, project_id: int, *, control: str | None = None, progress: bool = False) -> SyncResult:
         """Copy reviewers' decisions back as new annotations (see :func:`review.sync`)."""
-        return review.sync(self.client, project_id, control=control, progress=progress)
+        with self.lease(project_id, "sync"):
+            return review.sync(self.client, self.ledger, project_id, control=control, progress=progress)
 
     def undo(self, project_id: int, *, force: bool = False) -> UndoResult:
         """Remove everything relabel added to the project (see :func:`review.undo`)."""
-        return review.undo(self.client, project_id, force=force)
+        with self.lease(project_id, "undo"):
+            return review.undo(self.client, self.ledger, project_id, force=force)
 
     def review_project(self, project_id: int) -> dict[str, Any] | None:
-        """relabel's review project of ``project_id`` (None if there is none)."""
-        return find_review_project(self.client.list_projects(), project_id)
+        """relabel's review project of ``project_id`` as its ledger records it (None if there is none)."""
+        entry, _ = owned_review_project(self.client, self.ledger, project_id)
+        return None if entry is None else self.client.get_project(int(entry.data["object_id"]))
+
+    def queue_intact(self, project_id: int, mode: str) -> bool:
+        """Whether the queue relabel's ledger records for the project still exists (the review project, or
+        the view with all of relabel's predictions)."""
+        if mode == "project":
+            return owned_review_project(self.client, self.ledger, project_id)[0] is not None
+        owned = OwnedPredictions(self.client, self.ledger, project_id)
+        recorded = (
+            {int(i) for ids in (owned.entry.data.get("prediction_ids") or {}).values() for i in ids}
+            if owned.entry
+            else set()
+        )
+        present = {int(p["id"]) for p in owned.current()}
+        return (
+            owned_view(self.client, self.ledger, project_id)[0] is not None
+            and bool(recorded)
+            and recorded <= present
+        )
 
     def reviewed_labels(self, project_id: int, control: str | None = None) -> dict[int, tuple[str, str]]:
         """task id → (label before review, reviewer's label), from decisions recorded by sync."""

@@ -17,6 +17,8 @@ import connectors.label_studio.queue_plan as plan
 from connectors.label_studio.annotations import counting_annotations, newest_label
 from connectors.label_studio.client import LabelStudioClient
 from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
+from connectors.label_studio.ledger import Ledger, new_nonce
+from connectors.label_studio.owned import OwnedPredictions, nonce_marker, owned_review_project, owned_view
 from connectors.label_studio.queue_plan import PushResult
 from relabel.dataset import FlaggedItem
 from relabel.errors import ConnectorError, InputError
@@ -46,6 +48,9 @@ def run_each(
 class ReviewQueue:
     """Push relabel's review queue to one Label Studio server.
 
+    Everything it updates or deletes is recorded in relabel's ledger (``ledger``); the caller holds the
+    project's write lease (:meth:`connectors.label_studio.ledger.Ledger.lease`).
+
     ``progress``: tqdm bars for the long passes. ``write_mislabeling``: also write each new prediction's
     ``mislabeling`` field (one request per prediction; the bulk import cannot set it).
     """
@@ -54,11 +59,13 @@ class ReviewQueue:
         self,
         client: LabelStudioClient,
         *,
+        ledger: Ledger | None = None,
         progress: bool = False,
         write_mislabeling: bool = True,
         parallel_requests: int = plan.PARALLEL_REQUESTS,
     ) -> None:
         self.client = client
+        self.ledger = ledger if ledger is not None else Ledger(client)
         self.progress = progress
         self.write_mislabeling = write_mislabeling
         self.parallel_requests = max(1, int(parallel_requests))
@@ -117,40 +124,40 @@ class ReviewQueue:
     ) -> PushResult:
         result = PushResult(mode="view", project_id=project_id, n_flagged=len(items), url="")
         wanted = plan.wanted_predictions(items, method, target)
-        existing = [
-            p
-            for p in self.client.list_predictions(project_id)
-            if plan.is_relabel_version(p.get("model_version"))
-        ]
-        changes = plan.plan_predictions(existing, wanted, self.write_mislabeling)
+        owned = OwnedPredictions(self.client, self.ledger, project_id)
+        changes = plan.plan_predictions(
+            owned.current(), wanted, self.write_mislabeling, whole_versions=owned.whole_versions()
+        )
         for version in changes.delete_versions:
             result.predictions_deleted += self.client.delete_model_version(project_id, version)
+        owned.forget(versions=changes.delete_versions)
         result.predictions_deleted -= changes.recreated  # re-created below: not a net removal
         self._each(self.client.delete_prediction, changes.delete_ids, "remove stale predictions")
+        owned.forget(prediction_ids=changes.delete_ids)
         result.predictions_deleted += len(changes.delete_ids)
         result.predictions_kept = len(changes.keep)
-        with self._bar(len(changes.create), "push predictions") as bar:
+        versions = sorted({payload["model_version"] for payload in changes.create})
+        created_tasks = [payload["task"] for payload in changes.create]
+        with (
+            owned.importing(versions, created_tasks),
+            self._bar(len(changes.create), "push predictions") as bar,
+        ):
             for chunk in plan.chunks(changes.create, plan.PREDICTION_IMPORT_CHUNK):
                 self.client.import_predictions(project_id, chunk)
                 bar.update(len(chunk))
         result.predictions_created = len(changes.create)
         if self.write_mislabeling and changes.create:
-            result.mislabeling_written = self._write_mislabeling(project_id, wanted, changes.create)
+            result.mislabeling_written = self._write_mislabeling(owned, wanted, changes.create)
         view_id, result.view_created = self._upsert_view(project_id, [item.task_id for item in items])
         result.view_id = view_id
         result.url = self.client.browser_url(project_id, view_id)
         return result
 
     def _write_mislabeling(
-        self, project_id: int, wanted: dict[int, dict[str, Any]], created: Sequence[dict[str, Any]]
+        self, owned: OwnedPredictions, wanted: dict[int, dict[str, Any]], created: Sequence[dict[str, Any]]
     ) -> int:
         created_tasks = {int(payload["task"]) for payload in created}
-        versions = {payload["model_version"] for payload in created}
-        fresh = [
-            p
-            for p in self.client.list_predictions(project_id)
-            if p.get("model_version") in versions and int(p["task"]) in created_tasks
-        ]
+        fresh = [p for p in owned.current() if int(p["task"]) in created_tasks]
         self._each(
             lambda p: self.client.update_prediction(
                 int(p["id"]), mislabeling=wanted[int(p["task"])]["score"]
@@ -161,22 +168,22 @@ class ReviewQueue:
         return len(fresh)
 
     def _upsert_view(self, project_id: int, task_ids: list[int]) -> tuple[int, bool]:
-        """(id of relabel's tab, whether it was created); duplicates of the tab are removed."""
-        data = plan.view_data(task_ids)
-        views = sorted(
-            (
-                v
-                for v in self.client.list_views(project_id)
-                if (v.get("data") or {}).get("title") == plan.VIEW_TITLE
-            ),
-            key=lambda v: v["id"],
-        )
-        if not views:
-            return int(self.client.create_view(project_id, data)["id"]), True
-        for duplicate in views[1:]:
-            self.client.delete_view(int(duplicate["id"]))
-        self.client.update_view(int(views[0]["id"]), project_id, data)
-        return int(views[0]["id"]), False
+        """(id of relabel's tab, whether it was created now). Only the tab recorded in the ledger is
+        updated; tabs a crashed run left are removed; a person's tab of the same title is left alone."""
+        kept, surplus = owned_view(self.client, self.ledger, project_id)
+        for entry in surplus:
+            self.client.delete_view(int(entry.data["object_id"]))
+            self.ledger.remove(entry)
+        if kept is not None:
+            data = {**plan.view_data(task_ids), "relabel_nonce": kept.data["nonce"]}
+            self.client.update_view(int(kept.data["object_id"]), project_id, data)
+            return int(kept.data["object_id"]), False
+        nonce = new_nonce()
+        entry = self.ledger.add(project_id, "view", nonce=nonce, object_id=None)
+        view = self.client.create_view(project_id, {**plan.view_data(task_ids), "relabel_nonce": nonce})
+        entry.data["object_id"] = int(view["id"])
+        self.ledger.save(entry)
+        return int(view["id"]), True
 
     # ------------------------------------------------------------------ project mode
     def _push_project(
@@ -235,22 +242,36 @@ class ReviewQueue:
         return result
 
     def _review_project(self, project_id: int, project: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(relabel's review project of ``project_id``, whether it was created now)."""
-        review = plan.find_review_project(self.client.list_projects(), project_id)
-        if review is not None:
-            return review, False
+        """(relabel's review project of ``project_id``, whether it was created now).
+
+        Only the review project recorded in the ledger counts; an extra one a crashed run left is deleted
+        when nobody has worked in it yet.
+        """
+        kept, surplus = owned_review_project(self.client, self.ledger, project_id)
+        for entry in surplus:
+            extra = int(entry.data["object_id"])
+            tasks = self.client.export_tasks(extra)
+            if not any(task.get("annotations") or task.get("drafts") for task in tasks):
+                self.client.delete_project(extra)
+                self.ledger.remove(entry)
+        if kept is not None:
+            return self.client.get_project(int(kept.data["object_id"])), False
+        nonce = new_nonce()
+        entry = self.ledger.add(project_id, "review_project", nonce=nonce, object_id=None)
         created = self.client.create_project(
             title=plan.review_title(project.get("title") or f"Project {project_id}"),
             description=(
                 f"Items of project {project_id} that relabel ranks as most likely mislabeled, in rank order. "
                 "Choose the correct label; `relabel sync` copies your decisions back. "
-                f"{plan.review_marker(project_id)}"
+                f"{plan.review_marker(project_id)} {nonce_marker(nonce)}"
             ),
             label_config=plan.review_label_config(project.get("label_config") or ""),
             sampling="Sequential sampling",
             show_collab_predictions=True,
             maximum_annotations=1,
         )
+        entry.data.update(object_id=int(created["id"]), object_created_at=created.get("created_at"))
+        self.ledger.save(entry)
         return created, True
 
     def _source_tasks(self, project_id: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -176,18 +176,23 @@ class UndoResult:
     model_versions: list[str] = field(default_factory=list)
     views_deleted: int = 0
     review_project_deleted: int | None = None
+    left_alone: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One human-readable line."""
+        """One human-readable line, plus one line per look-alike left alone."""
         review = (
             f"review project {self.review_project_deleted} deleted"
             if self.review_project_deleted is not None
             else "no review project"
         )
-        return (
+        lines = [
             f"project {self.project_id}: {self.predictions_deleted} relabel predictions deleted "
             f"({', '.join(self.model_versions) or 'none'}), {self.views_deleted} views deleted, {review}"
-        )
+        ]
+        lines += [
+            f"left alone (looks like relabel's, but relabel did not create it): {n}" for n in self.left_alone
+        ]
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -287,13 +292,17 @@ def _prediction_matches(prediction: dict[str, Any], target: dict[str, Any] | Non
 
 
 def plan_predictions(
-    existing: Sequence[dict[str, Any]], wanted: dict[int, dict[str, Any]], write_mislabeling: bool
+    existing: Sequence[dict[str, Any]],
+    wanted: dict[int, dict[str, Any]],
+    write_mislabeling: bool,
+    whole_versions: set[str] | frozenset[str] = frozenset(),
 ) -> PredictionPlan:
-    """Plan a view-mode push from the project's relabel predictions (``existing``) and ``wanted``.
+    """Plan a view-mode push from relabel's own predictions in the project (``existing``) and ``wanted``.
 
     A prediction that already is the wanted one is kept (one per task); every other is stale. Stale ones
-    are deleted one request each, or a whole model_version in one request where the cost model
-    (``SECONDS_PER_*``) says that is cheaper even after re-creating the kept ones.
+    are deleted one request each, or, for a model_version in ``whole_versions`` (every prediction of it in
+    the project is relabel's), the whole version in one request where the cost model (``SECONDS_PER_*``)
+    says that is cheaper even after re-creating the kept ones.
     """
     plan = PredictionPlan()
     stale: dict[str, list[dict[str, Any]]] = {}
@@ -310,7 +319,7 @@ def plan_predictions(
     for version, stale_here in stale.items():
         kept_here = [task for task, p in plan.keep.items() if p.get("model_version") == version]
         bulk_cost = per_version[version] * SECONDS_PER_BULK_DELETED + len(kept_here) * per_kept
-        if len(stale_here) * SECONDS_PER_ITEM_DELETE > bulk_cost:
+        if version in whole_versions and len(stale_here) * SECONDS_PER_ITEM_DELETE > bulk_cost:
             plan.delete_versions.append(version)
             for task in kept_here:
                 del plan.keep[task]

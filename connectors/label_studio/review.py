@@ -6,8 +6,9 @@ additions (undo).
 reviewer, whose single region carries the id ``relabel-sync-<review annotation id>``: that id is how a
 re-sync knows a decision is already there, and how :func:`reviewed_labels` finds decisions later.
 
-``undo`` deletes the predictions whose model_version starts with ``relabel-``, the views titled
-``relabel: review queue`` and the review project, and nothing else. It refuses to delete a review project
+``undo`` deletes the predictions, views and review projects that relabel's ledger records as its own
+(:mod:`connectors.label_studio.ledger`), and nothing else; look-alikes (a copied review project, a team's
+own ``relabel-…`` model) are named, not touched. It refuses to delete a review project
 holding reviewer decisions that were not synced yet (``force=True`` overrides).
 """
 
@@ -21,6 +22,8 @@ import connectors.label_studio.queue_plan as plan
 from connectors.label_studio.annotations import counting_annotations, newest_label
 from connectors.label_studio.client import LabelStudioClient
 from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
+from connectors.label_studio.ledger import Ledger
+from connectors.label_studio.owned import OwnedPredictions, lookalikes, owned_review_project, owned_view
 from connectors.label_studio.push import run_each
 from connectors.label_studio.queue_plan import SyncResult, UndoResult
 from relabel.errors import RelabelError
@@ -31,14 +34,15 @@ def _target(client: LabelStudioClient, project_id: int, control: str | None) -> 
     return parse_labeling_config(str(project.get("label_config") or "")).classification_target(control)
 
 
-def _review_project_or_fail(client: LabelStudioClient, source_project_id: int) -> dict[str, Any]:
-    review = plan.find_review_project(client.list_projects(), source_project_id)
+def _review_project_or_fail(client: LabelStudioClient, ledger: Ledger, source_project_id: int) -> int:
+    """The id of relabel's review project of ``source_project_id`` (from the ledger)."""
+    review, _ = owned_review_project(client, ledger, source_project_id)
     if review is None:
         raise RelabelError(
             f"project {source_project_id} has no relabel review project; run "
             f"`relabel audit --queue project --project {source_project_id}` first"
         )
-    return review
+    return int(review.data["object_id"])
 
 
 def _sync_ids(task: dict[str, Any]) -> set[str]:
@@ -81,14 +85,19 @@ def review_decisions(review_tasks: Sequence[dict[str, Any]], target: Classificat
 
 
 def sync(
-    client: LabelStudioClient, source_project_id: int, *, control: str | None = None, progress: bool = False
+    client: LabelStudioClient,
+    ledger: Ledger,
+    source_project_id: int,
+    *,
+    control: str | None = None,
+    progress: bool = False,
 ) -> SyncResult:
     """Copy reviewers' decisions from the review project to the source project as new annotations.
 
     Existing annotations are never changed; a decision already copied is not added again.
     """
     source_project_id = int(source_project_id)
-    review_id = int(_review_project_or_fail(client, source_project_id)["id"])
+    review_id = _review_project_or_fail(client, ledger, source_project_id)
     result = SyncResult(source_project_id=source_project_id, review_project_id=review_id)
     target = _target(client, source_project_id, control)
     decisions = review_decisions(client.export_tasks(review_id), target)
@@ -134,32 +143,68 @@ def unsynced_decisions(client: LabelStudioClient, source_project_id: int, review
     return sum(1 for regions in reviewed.values() if not regions & synced)
 
 
-def undo(client: LabelStudioClient, project_id: int, *, force: bool = False) -> UndoResult:
-    """Remove relabel's predictions, views and review project from ``project_id``; nothing else."""
+def undo(client: LabelStudioClient, ledger: Ledger, project_id: int, *, force: bool = False) -> UndoResult:
+    """Remove what relabel's ledger records for ``project_id`` (predictions, views, review projects);
+    nothing else. Look-alikes that are not recorded are named in ``UndoResult.left_alone``.
+
+    Refuses (RelabelError) to delete a review project holding reviewer decisions not yet synced to the
+    source project, unless ``force`` (which never widens what counts as relabel's).
+    """
     project_id = int(project_id)
     result = UndoResult(project_id=project_id)
     client.get_project(project_id)  # clear error for an unknown project
-    review = plan.find_review_project(client.list_projects(), project_id)
-    if review is not None and not force:
-        unsynced = unsynced_decisions(client, project_id, int(review["id"]))
-        if unsynced:
-            raise RelabelError(
-                f"review project {review['id']} holds {unsynced} reviewer decisions not yet copied to "
-                f"project {project_id}; run `relabel sync --project {project_id}` first "
-                "(or undo with --force)"
-            )
-    for version in client.model_versions(project_id):
-        if plan.is_relabel_version(version):
-            result.predictions_deleted += client.delete_model_version(project_id, version)
-            result.model_versions.append(version)
-    for view in client.list_views(project_id):
-        if (view.get("data") or {}).get("title") == plan.VIEW_TITLE:
-            client.delete_view(int(view["id"]))
-            result.views_deleted += 1
-    if review is not None:
-        client.delete_project(int(review["id"]))
-        result.review_project_deleted = int(review["id"])
+    review, extra_reviews = owned_review_project(client, ledger, project_id)
+    reviews = [entry for entry in (review, *extra_reviews) if entry is not None]
+    if not force:
+        for entry in reviews:
+            unsynced = unsynced_decisions(client, project_id, int(entry.data["object_id"]))
+            if unsynced:
+                raise RelabelError(
+                    f"review project {entry.data['object_id']} holds {unsynced} reviewer decisions not yet "
+                    f"copied to project {project_id}; run `relabel sync --project {project_id}` first "
+                    "(or undo with --force)"
+                )
+    owned_ids = _undo_predictions(client, ledger, project_id, result)
+    view, extra_views = owned_view(client, ledger, project_id)
+    views = [entry for entry in (view, *extra_views) if entry is not None]
+    for entry in views:
+        client.delete_view(int(entry.data["object_id"]))
+        ledger.remove(entry)
+        result.views_deleted += 1
+    for entry in reviews:
+        client.delete_project(int(entry.data["object_id"]))
+        ledger.remove(entry)
+        result.review_project_deleted = int(entry.data["object_id"])
+    result.left_alone = lookalikes(
+        client,
+        project_id,
+        {int(e.data["object_id"]) for e in reviews},
+        {int(e.data["object_id"]) for e in views},
+        owned_ids,
+    )
     return result
+
+
+def _undo_predictions(
+    client: LabelStudioClient, ledger: Ledger, project_id: int, result: UndoResult
+) -> set[int]:
+    """Delete relabel's recorded predictions (a whole model_version in one request when all of it is
+    relabel's); returns their ids."""
+    owned = OwnedPredictions(client, ledger, project_id)
+    mine = owned.current()
+    whole = owned.whole_versions()
+    by_version: dict[str, list[int]] = {}
+    for prediction in mine:
+        by_version.setdefault(str(prediction["model_version"]), []).append(int(prediction["id"]))
+    for version, ids in sorted(by_version.items()):
+        if version in whole:
+            result.predictions_deleted += client.delete_model_version(project_id, version)
+        else:
+            run_each(client.delete_prediction, ids, "remove predictions", False, plan.PARALLEL_REQUESTS)
+            result.predictions_deleted += len(ids)
+        result.model_versions.append(version)
+    owned.remove_record()
+    return {int(prediction["id"]) for prediction in mine}
 
 
 def reviewed_labels(
