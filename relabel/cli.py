@@ -12,7 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from relabel.errors import RelabelError
+from relabel.errors import LockedError, RelabelError
+
+EXIT_LOCKED = 3  # another relabel run is writing the same project's queue
 
 SUBCOMMAND_MODULES = (
     "relabel.commands.rank",
@@ -42,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 2 user-fixable error, 1 other failure)."""
+    """Run the CLI; returns the process exit code (0 ok, 1 done with a warning, 2 user-fixable error,
+    3 another run is writing the same project's queue)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except LockedError as error:
+        print(f"relabel: error: {error}", file=sys.stderr)
+        return EXIT_LOCKED
     except RelabelError as error:
         print(f"relabel: error: {error}", file=sys.stderr)
         return 2

@@ -61,6 +61,9 @@ class FlaggedItem:
     score:     normalised suspicion in [0, 1] (1 = most suspicious of the project).
     suggested: the label the model would give (a class name of the project).
     current:   the item's current label (the one under suspicion), or None when unknown.
+    probability: the model's probability of the suggested label, in [0, 1] (None when unknown). Label
+               Studio shows a prediction's ``score`` as the model's confidence in it, so this, not the
+               suspicion, is what goes there.
     """
 
     task_id: int
@@ -68,3 +71,4 @@ class FlaggedItem:
     score: float
     suggested: str
     current: str | None = None
+    probability: float | None = None

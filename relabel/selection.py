@@ -129,6 +129,7 @@ def flagged_items(table: pd.DataFrame) -> list[FlaggedItem]:
             score=float(row.suspicion),
             suggested=str(row.suggested_label),
             current=None if _missing(row.current_label) else str(row.current_label),
+            probability=float(row.predicted_probability),
         )
         for position, row in enumerate(flagged.itertuples(index=False), start=1)
     ]

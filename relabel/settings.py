@@ -23,8 +23,9 @@ class AuditSettings:
                        :data:`relabel.methods.MODELS`.
     method:            the score that picks the flagged items (self_influence, loss, margin, random).
     top:               flag this many items; top_fraction: flag this share (rounded up); neither: 5 %.
-    queue:             "view" (predictions + a Data Manager tab in the project) or "project" (a separate
-                       review project in rank order).
+    queue:             "project" (default: a separate review project in rank order, the suggestion
+                       pre-filled: the queue a reviewer can work through in Label Studio Community) or
+                       "view" (predictions + a Data Manager tab in the project itself).
     control:           the <Choices> control holding the label, when the labeling config has several.
     image_size:        side length in pixels images are resized to before featurizing (None: the
                        featurizer's default).
@@ -38,7 +39,7 @@ class AuditSettings:
     method: str = "self_influence"
     top: int | None = None
     top_fraction: float | None = None
-    queue: str = "view"
+    queue: str = "project"
     control: str | None = None
     image_size: int | None = None
     l2: float = 1e-3

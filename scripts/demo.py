@@ -10,16 +10,16 @@ What it does, each step reusing what the last run left:
    file with one annotation per image whose label is the true digit, except for a fixed 10 % (seed 0) that
    get a different digit. The planted flips are recorded in ``.label-studio-data/demo_planted.json``;
 4. runs the audit (logistic model on the images shrunk back to 8×8 grayscale, self-influence, top 10 %, as
-   predictions plus the Data Manager tab "relabel: review queue") and writes ``report.html`` and
+   a review project in rank order with the model's suggestion pre-filled) and writes ``report.html`` and
    ``ranking.csv`` next to it;
 5. prints where to look, how to log in, and how many planted errors reached the review queue.
 
-Run it again and it reuses the server, the project and the tab (nothing is duplicated).
+Run it again and it reuses the server, the project and the queue (nothing is duplicated).
 
 Usage::
 
     PYTHONPATH=. .venv/bin/python scripts/demo.py
-    PYTHONPATH=. .venv/bin/python scripts/demo.py --queue project   # a review project instead of a tab
+    PYTHONPATH=. .venv/bin/python scripts/demo.py --queue view      # a tab in the project instead
     PYTHONPATH=. .venv/bin/python scripts/demo.py --stop            # stop the demo server
 """
 
@@ -189,7 +189,7 @@ def seed_project(connector: LabelStudioConnector) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--queue", choices=("view", "project"), default="view", help="review-queue mode")
+    parser.add_argument("--queue", choices=("view", "project"), default="project", help="review-queue mode")
     parser.add_argument("--stop", action="store_true", help="stop the demo server and exit")
     args = parser.parse_args(argv)
     started = time.perf_counter()

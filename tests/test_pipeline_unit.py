@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from connectors.label_studio import LabelStudioConnector
-from connectors.label_studio.queue_plan import CURRENT_LABEL_MODEL_VERSION, VIEW_TITLE, plan_predictions
+from connectors.label_studio.queue_plan import SUGGESTION_MODEL_VERSION, VIEW_TITLE, plan_predictions
 from relabel.errors import InputError, LockedError, RelabelError
 from relabel.nightly import EXIT_OK, run_nightly
 from relabel.pipeline import run_audit
@@ -96,7 +96,7 @@ def test_scorer_queried_before_fit_says_so() -> None:
 def test_audit_pushes_the_top_items_and_a_rerun_changes_nothing() -> None:
     client, project_id, _, flipped = seeded()
     connector = LabelStudioConnector(client=client)
-    result = run_audit(connector, project_id, AuditSettings(top=6), progress=False)
+    result = run_audit(connector, project_id, AuditSettings(top=6, queue="view"), progress=False)
     assert result.n_flagged == 6 and len(set(result.flagged_task_ids) & flipped) >= 5
     predictions = relabel_predictions(client, project_id)
     assert sorted(p["task"] for p in predictions) == sorted(result.flagged_task_ids)
@@ -105,7 +105,7 @@ def test_audit_pushes_the_top_items_and_a_rerun_changes_nothing() -> None:
     assert result.url == f"{client.url}/projects/{project_id}/data?tab={view['id']}"
     assert client.calls["get_project"] == 1  # the push reuses the project the pull read
 
-    again = run_audit(connector, project_id, AuditSettings(top=6), progress=False)
+    again = run_audit(connector, project_id, AuditSettings(top=6, queue="view"), progress=False)
     assert again.flagged_task_ids == result.flagged_task_ids
     assert again.push.predictions_created == 0 and again.push.predictions_kept == 6
     assert relabel_predictions(client, project_id) == predictions
@@ -117,7 +117,7 @@ def test_review_project_sync_and_undo_never_touch_human_annotations() -> None:
     connector = LabelStudioConnector(client=client)
     result = run_audit(connector, project_id, AuditSettings(top=4, queue="project"), progress=False)
     review = connector.review_project(project_id)
-    assert review is not None and review["model_version"] == CURRENT_LABEL_MODEL_VERSION
+    assert review is not None and review["model_version"] == SUGGESTION_MODEL_VERSION
     review_tasks = client.export_tasks(int(review["id"]))
     assert [t["data"]["relabel_source_task"] for t in review_tasks] == result.flagged_task_ids
     first = review_tasks[0]
@@ -254,9 +254,11 @@ def test_a_second_writer_is_refused_while_the_lease_is_held() -> None:
     connector = LabelStudioConnector(client=client)
     connector.lease_wait_seconds = 0
     with connector.lease(project_id, "test holder"), pytest.raises(LockedError, match="test holder"):
-        run_audit(connector, project_id, AuditSettings(top=3), progress=False)
+        run_audit(connector, project_id, AuditSettings(top=3, queue="view"), progress=False)
     assert relabel_predictions(client, project_id) == []
-    run_audit(connector, project_id, AuditSettings(top=3), progress=False)  # released: the next run writes
+    run_audit(
+        connector, project_id, AuditSettings(top=3, queue="view"), progress=False
+    )  # released: the next run writes
     assert len(relabel_predictions(client, project_id)) == 3
 
 
@@ -327,7 +329,7 @@ def test_nightly_restores_a_queue_that_was_undone(tmp_path: Path) -> None:
     connector = LabelStudioConnector(client=client)
     config = tmp_path / "audit.toml"
     config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[defaults]\nurl = "{client.url}"\ntop = 5\n'
+        f'state_dir = "{tmp_path / "state"}"\n[defaults]\nurl = "{client.url}"\ntop = 5\nqueue = "view"\n'
         f'[[projects]]\nname = "unit"\nproject = {project_id}\n'
     )
 

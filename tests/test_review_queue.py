@@ -13,8 +13,8 @@ import requests
 
 from connectors.label_studio import LabelStudioConnector
 from connectors.label_studio.queue_plan import (
-    CURRENT_LABEL_MODEL_VERSION,
     REVIEW_TITLE_SUFFIX,
+    SUGGESTION_MODEL_VERSION,
     VIEW_TITLE,
     review_marker,
 )
@@ -51,7 +51,8 @@ def _items(task_ids: list[int], top: int, seed: int = 0) -> list[FlaggedItem]:
     suggested = [CLASSES[(i + 1) % len(CLASSES)] for i in range(len(task_ids))]
     suspicion = normalised_suspicion(scores)
     return [
-        FlaggedItem(task_ids[i], i + 1, float(suspicion[i]), suggested[i], current[i]) for i in range(top)
+        FlaggedItem(task_ids[i], i + 1, float(suspicion[i]), suggested[i], current[i], 0.4 + i / 100)
+        for i in range(top)
     ]
 
 
@@ -95,22 +96,22 @@ def test_view_push_creates_one_prediction_per_flagged_task_and_the_view(label_st
     for item in items:
         prediction = by_task[item.task_id]
         assert prediction["model_version"] == "relabel-self_influence"
-        assert prediction["score"] == pytest.approx(item.score)
-        assert prediction["mislabeling"] == pytest.approx(item.score)
+        assert prediction["score"] == pytest.approx(item.probability)  # the model's confidence
+        assert prediction["mislabeling"] == pytest.approx(item.score)  # the suspicion
         assert 0.0 <= prediction["score"] <= 1.0
         assert prediction["result"] == choice_result(item.suggested)
     assert items[0].score == pytest.approx(1.0)
 
     views = _relabel_views(label_studio, project_id)
     assert len(views) == 1 and result.view_created and result.view_id == views[0]["id"]
-    assert views[0]["data"]["filters"] == {
+    assert views[0]["data"]["filters"] == {  # a filter the Data Manager front end accepts (no in_list)
         "conjunction": "and",
         "items": [
             {
-                "filter": "filter:tasks:id",
-                "operator": "in_list",
-                "type": "Number",
-                "value": [item.task_id for item in items],
+                "filter": "filter:tasks:predictions_model_versions",
+                "operator": "contains",
+                "type": "List",
+                "value": ["relabel-self_influence"],
             }
         ],
     }
@@ -150,8 +151,8 @@ def test_view_rerun_duplicates_nothing_and_updates_in_place(label_studio, connec
     assert sorted(int(p["task"]) for p in predictions) == sorted(item.task_id for item in reordered)
     assert len(_relabel_views(label_studio, project_id)) == 1
     assert third.view_id == first.view_id
-    view = get_json(label_studio, f"/api/dm/views/{first.view_id}/")
-    assert view["data"]["filters"]["items"][0]["value"] == [item.task_id for item in reordered]
+    in_view = get_json(label_studio, "/api/tasks/", view=first.view_id, project=project_id, page_size=100)
+    assert sorted(task["id"] for task in in_view["tasks"]) == sorted(item.task_id for item in reordered)
     others = [
         p
         for p in get_json(label_studio, "/api/predictions/", project=project_id)
@@ -172,7 +173,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     assert review_marker(project_id) in review["description"]
     assert review["sampling"] == "Sequential sampling"
     assert 'name="relabel_note"' in review["label_config"]
-    assert review["model_version"] == CURRENT_LABEL_MODEL_VERSION  # pre-fills the labeling form
+    assert review["model_version"] == SUGGESTION_MODEL_VERSION  # pre-fills the labeling form
     tasks = sorted(export_tasks(label_studio, result.review_project_id), key=lambda task: task["id"])
     assert [task["data"]["relabel_rank"] for task in tasks] == list(range(1, 8))
     assert [task["data"]["relabel_source_task"] for task in tasks] == [item.task_id for item in items]
@@ -188,8 +189,9 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
         assert task["data"]["text"] == f"text {task_ids.index(item.task_id)}"
         assert task["annotations"] == []
         prediction = review_predictions[int(task["id"])]
-        assert prediction["model_version"] == CURRENT_LABEL_MODEL_VERSION
-        assert prediction["result"] == choice_result(item.current)
+        assert prediction["model_version"] == SUGGESTION_MODEL_VERSION
+        assert prediction["result"] == choice_result(item.suggested)  # the suggestion, pre-filled
+        assert prediction["score"] == pytest.approx(item.probability)
     assert result.url == f"{label_studio.url}/projects/{result.review_project_id}/data"
 
     # Same ranking again: nothing changes.
@@ -276,7 +278,7 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
     queue.push(project_id, _items(task_ids, top=5), method="self_influence")
     queue.push(project_id, _items(task_ids, top=5), method="loss")  # replaces the self_influence ones
     pushed = queue.push(project_id, _items(task_ids, top=5), mode="project")
-    leftover = requests.post(  # a relabel prediction from some other run, e.g. an older relabel version
+    leftover = requests.post(  # named like relabel's, but relabel did not make it (not in its ledger)
         f"{label_studio.url}/api/projects/{project_id}/import/predictions",
         headers={"Authorization": f"Token {label_studio.legacy_token}"},
         json=[
@@ -300,10 +302,12 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
     result = queue.undo(project_id, force=True)
 
     assert result.review_project_deleted == pushed.review_project_id
-    assert sorted(result.model_versions) == ["relabel-loss", "relabel-margin"]
-    assert result.predictions_deleted == 6
+    assert result.model_versions == ["relabel-loss"]
+    assert result.predictions_deleted == 5
     assert result.views_deleted == 1
-    assert _relabel_predictions(label_studio, project_id) == []
+    # The look-alike is not provably relabel's: left alone, and named.
+    assert [p["model_version"] for p in _relabel_predictions(label_studio, project_id)] == ["relabel-margin"]
+    assert result.left_alone == [f"1 predictions with model_version 'relabel-margin' in project {project_id}"]
     assert _relabel_views(label_studio, project_id) == []
     projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     assert all(review_marker(project_id) not in (p.get("description") or "") for p in projects)

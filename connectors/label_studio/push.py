@@ -148,7 +148,7 @@ class ReviewQueue:
         result.predictions_created = len(changes.create)
         if self.write_mislabeling and changes.create:
             result.mislabeling_written = self._write_mislabeling(owned, wanted, changes.create)
-        view_id, result.view_created = self._upsert_view(project_id, [item.task_id for item in items])
+        view_id, result.view_created = self._upsert_view(project_id, f"{plan.MODEL_VERSION_PREFIX}{method}")
         result.view_id = view_id
         result.url = self.client.browser_url(project_id, view_id)
         return result
@@ -160,14 +160,14 @@ class ReviewQueue:
         fresh = [p for p in owned.current() if int(p["task"]) in created_tasks]
         self._each(
             lambda p: self.client.update_prediction(
-                int(p["id"]), mislabeling=wanted[int(p["task"])]["score"]
+                int(p["id"]), mislabeling=wanted[int(p["task"])]["mislabeling"]
             ),
             fresh,
             "write mislabeling",
         )
         return len(fresh)
 
-    def _upsert_view(self, project_id: int, task_ids: list[int]) -> tuple[int, bool]:
+    def _upsert_view(self, project_id: int, model_version: str) -> tuple[int, bool]:
         """(id of relabel's tab, whether it was created now). Only the tab recorded in the ledger is
         updated; tabs a crashed run left are removed; a person's tab of the same title is left alone."""
         kept, surplus = owned_view(self.client, self.ledger, project_id)
@@ -175,12 +175,12 @@ class ReviewQueue:
             self.client.delete_view(int(entry.data["object_id"]))
             self.ledger.remove(entry)
         if kept is not None:
-            data = {**plan.view_data(task_ids), "relabel_nonce": kept.data["nonce"]}
+            data = {**plan.view_data(model_version), "relabel_nonce": kept.data["nonce"]}
             self.client.update_view(int(kept.data["object_id"]), project_id, data)
             return int(kept.data["object_id"]), False
         nonce = new_nonce()
         entry = self.ledger.add(project_id, "view", nonce=nonce, object_id=None)
-        view = self.client.create_view(project_id, {**plan.view_data(task_ids), "relabel_nonce": nonce})
+        view = self.client.create_view(project_id, {**plan.view_data(model_version), "relabel_nonce": nonce})
         entry.data["object_id"] = int(view["id"])
         self.ledger.save(entry)
         return int(view["id"]), True
@@ -234,11 +234,10 @@ class ReviewQueue:
         result.review_tasks_removed = len(steps.delete) - steps.unchanged
         result.review_tasks_created = len(steps.create) - steps.unchanged
         result.review_tasks_kept = steps.kept + steps.unchanged
-        prefilled = any(meta["relabel_current"] is not None for meta in wanted)
-        if prefilled and review.get("model_version") != plan.CURRENT_LABEL_MODEL_VERSION:
+        if wanted and review.get("model_version") != plan.SUGGESTION_MODEL_VERSION:
             # Label Studio pre-fills the labeling form only with predictions of the project's model_version
             # (and refuses a version that has no predictions yet), so it is set once the tasks exist.
-            self.client.update_project(review_id, model_version=plan.CURRENT_LABEL_MODEL_VERSION)
+            self.client.update_project(review_id, model_version=plan.SUGGESTION_MODEL_VERSION)
         return result
 
     def _review_project(self, project_id: int, project: dict[str, Any]) -> tuple[dict[str, Any], bool]:

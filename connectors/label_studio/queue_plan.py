@@ -7,27 +7,30 @@ Everything here is additive and idempotent, and never edits or deletes a human a
 
 Two queue modes
 ---------------
-``view`` (default), inside the source project:
-    * one prediction per flagged task, ``model_version = "relabel-<method>"``, ``score`` = the item's
-      normalised suspicion in [0, 1] (see :func:`normalised_suspicion`), ``mislabeling`` = the same number,
-      and as result the label the model suggests, as a ``choices`` region for the project's Choices control;
-    * one Data Manager view titled ``relabel: review queue`` whose filter is
-      ``{"filter": "filter:tasks:id", "operator": "in_list", "type": "Number", "value": [task ids]}`` and
-      whose ordering is ``["-tasks:predictions_score"]``.
+``view``, inside the source project:
+    * one prediction per flagged task, ``model_version = "relabel-<method>"``, as result the label the
+      model suggests (a ``choices`` region for the project's Choices control), ``score`` = the model's
+      probability of that label (Label Studio's convention: the Data Manager shows and sorts it as the
+      prediction's confidence), ``mislabeling`` = the item's normalised suspicion in [0, 1];
+    * one Data Manager view titled ``relabel: review queue`` whose filter keeps the tasks holding
+      relabel's predictions (see :func:`view_data`) and whose ordering is ``["-tasks:predictions_score"]``
+      (effective only where the project's ``model_version`` setting is relabel's, which relabel does not
+      change: otherwise the tab lists tasks in id order).
 
-    A re-run finds its predictions by the ``relabel-`` model_version prefix and its view by title: predictions
+    A re-run finds its predictions and its view through relabel's ledger (their recorded ids): predictions
     that are already right are left alone, stale ones are deleted, missing ones created, the view updated.
 
-``project``, a separate review project (the only real queue in Label Studio OSS, which never puts an
-already-labelled task back in the labeling stream):
-    * titled ``<source title> — relabel review``, found again by the marker ``[relabel-review-of:<id>]`` in
-      its description (so a renamed project is still found), Sequential sampling, the source labeling config
-      plus one ``Text`` tag showing relabel's note (``$relabel_note``);
+``project`` (default), a separate review project (the only real queue in Label Studio OSS, which never
+puts an already-labelled task back in the labeling stream):
+    * titled ``<source title> — relabel review``, found again through relabel's ledger (its recorded id;
+      the description marker ``[relabel-review-of:<id>]`` is for people), Sequential sampling, the source
+      labeling config plus one ``Text`` tag showing relabel's note (``$relabel_note``);
     * one task per flagged source task, created in rank order, with the source task's data plus
       ``relabel_source_task``, ``relabel_rank``, ``relabel_score``, ``relabel_suggested``,
-      ``relabel_current`` and ``relabel_note``, and the current label pre-filled as a prediction
-      (model_version ``relabel-current-label``, set as the review project's model version so that Label
-      Studio pre-fills the labeling form with it).
+      ``relabel_probability``, ``relabel_current`` and ``relabel_note``, and the model's suggested label
+      pre-filled as a prediction (model_version ``relabel-suggestion``, set as the review project's model
+      version so that Label Studio pre-fills the labeling form with it; its ``score`` is the model's
+      probability of that label).
 
     A re-run keeps every review task a reviewer touched (annotation, skip or draft), never creates a second
     task for the same source task, and replaces the untouched ones so that the queue is again in rank order.
@@ -72,7 +75,7 @@ from relabel.dataset import FlaggedItem
 from relabel.errors import InputError
 
 MODEL_VERSION_PREFIX = "relabel-"
-CURRENT_LABEL_MODEL_VERSION = "relabel-current-label"
+SUGGESTION_MODEL_VERSION = "relabel-suggestion"  # the review project's pre-filled suggestion
 VIEW_TITLE = "relabel: review queue"
 REVIEW_TITLE_SUFFIX = " — relabel review"
 SYNC_REGION_PREFIX = "relabel-sync-"
@@ -81,6 +84,7 @@ RELABEL_DATA_KEYS = (
     "relabel_rank",
     "relabel_score",
     "relabel_suggested",
+    "relabel_probability",
     "relabel_current",
     "relabel_note",
 )
@@ -250,17 +254,22 @@ def find_review_project(projects: Sequence[dict[str, Any]], source_project_id: i
 def wanted_predictions(
     items: Sequence[FlaggedItem], method: str, target: ClassificationTarget
 ) -> dict[int, dict[str, Any]]:
-    """task id → the prediction a view-mode push wants on it (model_version ``relabel-<method>``)."""
+    """task id → the prediction a view-mode push wants on it: model_version ``relabel-<method>``, the
+    suggested label as result, ``score`` = the model's probability of it (Label Studio's convention), and
+    ``mislabeling`` = the normalised suspicion (written in a second pass: the bulk import ignores it)."""
     model_version = f"{MODEL_VERSION_PREFIX}{method}"
-    return {
-        item.task_id: {
+    wanted = {}
+    for item in items:
+        payload: dict[str, Any] = {
             "task": item.task_id,
             "model_version": model_version,
-            "score": round_score(item.score),
             "result": target.result(item.suggested),
+            "mislabeling": round_score(item.score),
         }
-        for item in items
-    }
+        if item.probability is not None:
+            payload["score"] = round_score(item.probability)
+        wanted[item.task_id] = payload
+    return wanted
 
 
 @dataclass
@@ -280,14 +289,20 @@ class PredictionPlan:
     recreated: int = 0
 
 
+def _same_number(left: Any, right: Any) -> bool:
+    if left is None or right is None:
+        return left is None and right is None
+    return abs(float(left) - float(right)) < 1e-9
+
+
 def _prediction_matches(prediction: dict[str, Any], target: dict[str, Any] | None, mislabeling: bool) -> bool:
-    if target is None or prediction.get("score") is None:
+    if target is None:
         return False
     return (
         prediction.get("model_version") == target["model_version"]
         and prediction.get("result") == target["result"]
-        and abs(float(prediction["score"]) - target["score"]) < 1e-9
-        and (not mislabeling or abs(float(prediction.get("mislabeling") or 0.0) - target["score"]) < 1e-9)
+        and _same_number(prediction.get("score"), target.get("score"))
+        and (not mislabeling or _same_number(prediction.get("mislabeling") or 0.0, target["mislabeling"]))
     )
 
 
@@ -330,18 +345,24 @@ def plan_predictions(
     return plan
 
 
-def view_data(task_ids: Sequence[int]) -> dict[str, Any]:
-    """The Data Manager tab relabel writes: its title, a filter on the flagged task ids, the ordering."""
+def view_data(model_version: str) -> dict[str, Any]:
+    """The Data Manager tab relabel writes: its title, a filter to the tasks holding relabel's predictions,
+    the ordering.
+
+    The filter is on the "Prediction model versions" column (type List, operator ``contains``), which the
+    Data Manager front end accepts; a filter on task ids with operator ``in_list`` is accepted by the server
+    but makes the front end fail to load the whole project (a mobx-state-tree union error), so it is not used.
+    """
     return {
         "title": VIEW_TITLE,
         "filters": {
             "conjunction": "and",
             "items": [
                 {
-                    "filter": "filter:tasks:id",
-                    "operator": "in_list",
-                    "type": "Number",
-                    "value": [int(task_id) for task_id in task_ids],
+                    "filter": "filter:tasks:predictions_model_versions",
+                    "operator": "contains",
+                    "type": "List",
+                    "value": [model_version],
                 }
             ],
         },
@@ -357,10 +378,13 @@ def review_task_meta(item: FlaggedItem, current: str | None) -> dict[str, Any]:
         "relabel_rank": int(item.rank),
         "relabel_score": round_score(item.score),
         "relabel_suggested": item.suggested,
+        "relabel_probability": None if item.probability is None else round_score(item.probability),
         "relabel_current": current,
         "relabel_note": (
             f"relabel rank {item.rank} (suspicion {item.score:.2f}): current label {shown}; "
             f"the model suggests {item.suggested}"
+            + ("" if item.probability is None else f" (p = {item.probability:.2f})")
+            + " (pre-filled: submit to accept it, or pick another label)"
         ),
     }
 
@@ -368,20 +392,18 @@ def review_task_meta(item: FlaggedItem, current: str | None) -> dict[str, Any]:
 def review_task_payload(
     meta: dict[str, Any], source_data: dict[str, Any], target: ClassificationTarget
 ) -> dict[str, Any]:
-    """A review task to import: the source task's data plus the relabel fields, and the current label
-    pre-filled as a prediction (model_version ``relabel-current-label``)."""
+    """A review task to import: the source task's data plus the relabel fields, and the model's suggested
+    label pre-filled as a prediction (model_version ``relabel-suggestion``, ``score`` = the model's
+    probability of it)."""
     data = {key: value for key, value in source_data.items() if key not in RELABEL_DATA_KEYS}
     data.update(meta)
-    payload: dict[str, Any] = {"data": data}
-    if meta["relabel_current"] is not None:
-        payload["predictions"] = [
-            {
-                "model_version": CURRENT_LABEL_MODEL_VERSION,
-                "score": meta["relabel_score"],
-                "result": target.result(meta["relabel_current"]),
-            }
-        ]
-    return payload
+    prediction: dict[str, Any] = {
+        "model_version": SUGGESTION_MODEL_VERSION,
+        "result": target.result(meta["relabel_suggested"]),
+    }
+    if meta.get("relabel_probability") is not None:
+        prediction["score"] = meta["relabel_probability"]
+    return {"data": data, "predictions": [prediction]}
 
 
 @dataclass

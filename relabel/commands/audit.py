@@ -75,8 +75,9 @@ def register(subparsers: Any) -> None:
     output.add_argument(
         "--queue",
         choices=QUEUE_MODES,
-        default="view",
-        help="view: predictions + a Data Manager tab in the project (default); project: a review project",
+        default="project",
+        help="project: a review project in rank order, the suggestion pre-filled (default); view: "
+        "predictions + a Data Manager tab in the project itself",
     )
     output.add_argument(
         "--report",

@@ -13,10 +13,12 @@ examples:
   relabel undo --project 3
   relabel undo --project 3 --force   # also when the review project holds decisions not yet synced
 
-Removed: predictions whose model_version starts with "relabel-", Data Manager tabs titled
-"relabel: review queue", and the project's relabel review project. Annotations are not touched.
-Without --force, undo refuses to delete a review project whose decisions were not yet copied back
-with `relabel sync`.
+Removed: the predictions, the Data Manager tab and the review project that relabel created for the
+project, as its ledger on the server records them (the project "relabel ledger"). Nothing else: a copy
+of a review project, or a team's own model named "relabel-...", is named on a "left alone" line and not
+touched (exit code 1). Annotations are never touched. Without --force, undo refuses to delete a review
+project whose decisions were not yet copied back with `relabel sync`; --force never widens what counts
+as relabel's.
 """
     + CONNECTION_HELP
 )
@@ -44,4 +46,4 @@ def run(args: argparse.Namespace) -> int:
     """Run ``relabel undo``; returns the exit code."""
     result = connector_from_args(args).undo(args.project, force=args.force)
     print(result.summary())
-    return 0
+    return 1 if result.left_alone else 0
