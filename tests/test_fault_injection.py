@@ -98,7 +98,13 @@ def test_a_duplicated_review_project_and_a_teams_relabel_model_are_left_alone(la
     )
     task = export_tasks(label_studio, project_id)[0]
     connector.client.import_tasks(
-        int(copy["id"]), [{"data": task["data"], "annotations": [{"result": choice_result("pos")}]}]
+        int(copy["id"]),
+        [
+            {
+                "data": {**task["data"], "relabel_note": "copied"},
+                "annotations": [{"result": choice_result("pos")}],
+            }
+        ],
     )
     connector.client.import_predictions(
         project_id,
