@@ -155,7 +155,8 @@ class Browser:
             time.sleep(0.1)
         else:
             raise BrowserError(
-                f"chromium wrote no DevToolsActivePort within {START_TIMEOUT_SECONDS:.0f} s: {self._stderr_tail()}"
+                f"chromium wrote no DevToolsActivePort within {START_TIMEOUT_SECONDS:.0f} s: "
+                + self._stderr_tail()
             )
         port, path = int(lines[0]), lines[1]
         self._socket = websocket.create_connection(
@@ -319,7 +320,9 @@ class Browser:
                 )
             self.drain(interval)
 
-    def wait_for_selector(self, selector: str, *, visible: bool = False, timeout: float | None = None) -> None:
+    def wait_for_selector(
+        self, selector: str, *, visible: bool = False, timeout: float | None = None
+    ) -> None:
         """Wait until ``document.querySelector(selector)`` finds an element (with ``visible``: one that is
         rendered with a non-empty box)."""
         check = (
@@ -427,7 +430,9 @@ class Browser:
             page_text = ""
             with contextlib.suppress(BrowserError):
                 page_text = self.text()[:300]
-            raise BrowserError(f"logging in as {username} failed ({error}); the page says {page_text!r}") from error
+            raise BrowserError(
+                f"logging in as {username} failed ({error}); the page says {page_text!r}"
+            ) from error
 
     def screenshot(self, path: str | Path, *, full_page: bool = True) -> Path:
         """Save a PNG of the page (``full_page``: the whole document, not just the viewport)."""
