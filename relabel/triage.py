@@ -3,7 +3,7 @@
 Inputs: the ranking table of :func:`relabel.selection.ranking_table` (``task_id``, ``rank``,
 ``current_label``, ``suggested_label``, ``predicted_probability``, the score columns, ``suspicion``,
 ``flagged``), the model's class probabilities (``SuspicionScorer.probabilities``, one row per item) and, per
-flagged item, its strongest supporting training items (:func:`relabel.report.explanations_for`).
+flagged item, its strongest supporting training items (:func:`relabel.explanations.explanations_for`).
 
 **Supported only by flagged items** (:func:`supported_only_by_flagged`): the item's ``top`` (default
 :data:`SUPPORTERS_CHECKED` = 3) most supporting training items (influence g_jᵀ H⁻¹ g_i > 0) are all
@@ -64,8 +64,8 @@ def supported_only_by_flagged(
     """item id → True when the item's ``top`` strongest supporters (rows with role ``supports``, in the
     order given, i.e. largest influence first) are all in ``flagged_ids`` and there is at least one.
 
-    ``explanations``: item id → DataFrame with ``role`` and ``id`` columns (:func:`relabel.report
-    .explanations_for`); items without an explanation are left out of the answer.
+    ``explanations``: item id → DataFrame with ``role`` and ``id`` columns
+    (:func:`relabel.explanations.explanations_for`); items without an explanation are left out.
     """
     flagged = {_plain(item) for item in flagged_ids}
     answer: dict[Any, bool] = {}
@@ -203,16 +203,7 @@ class Triage:
 
     def summary_line(self) -> str:
         """One line: the tier counts and the estimate, e.g. for ``relabel audit``'s summary."""
-        counts = self.tier_counts()
-        line = "triage of the flagged items: " + ", ".join(f"{counts[t]} {t}" for t in TIERS)
-        n_supported = int(self.table.loc[self.table["tier"] != "", "supported_only_by_flagged"].sum())
-        line += f" ({n_supported} supported only by other flagged items)"
-        if self.estimate is not None:
-            line += (
-                f"; estimated label errors in the project: {self.estimate.total} of {len(self.table)} "
-                "(confident-learning count, in-sample: a rough figure)"
-            )
-        return line
+        return summary_line(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tier counts, supported-only count and the estimate."""
@@ -241,7 +232,7 @@ def triage_audit(
     Explains every flagged item (``explain_top`` supporters and opposers each, default ``top``; one batched
     solve per 256 items, no refit) unless ``explanations`` are given, then tiers and estimates.
     """
-    from relabel.report import explanations_for
+    from relabel.explanations import explanations_for
 
     ids = np.asarray(dataset.ids)
     flagged_ids = [_plain(value) for value in ranking.loc[_flagged_mask(ranking), "task_id"]]
@@ -270,3 +261,19 @@ def _flagged_mask(ranking: pd.DataFrame) -> np.ndarray:
     if "flagged" in ranking.columns:
         return ranking["flagged"].to_numpy(dtype=bool)
     return np.ones(len(ranking), dtype=bool)
+
+
+def summary_line(facts: Mapping[str, Any]) -> str:
+    """One line from :meth:`Triage.as_dict` facts: flagged items per tier, how many are supported only by
+    flagged items, and the estimated number of label errors (``relabel audit`` prints it)."""
+    line = "triage of the flagged items: " + ", ".join(
+        f"{count} {tier}" for tier, count in facts["tiers"].items()
+    )
+    line += f" ({facts['supported_only_by_flagged']} supported only by other flagged items)"
+    estimate = facts.get("estimated_label_errors")
+    if estimate:
+        line += (
+            f"; estimated label errors in the project: {estimate['total']} "
+            "(confident-learning count, in-sample: a rough figure)"
+        )
+    return line
