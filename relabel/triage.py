@@ -10,7 +10,7 @@ flagged item, its strongest supporting training items (:func:`relabel.explanatio
 flagged themselves, and it has at least one. A wrong label is fitted by bending the model; what holds it up is
 then mostly other wrongly labeled look-alikes, which rank high too. (scikit-learn's 1,797 digits with the
 demo's 180 planted flips, logistic model, top 10 % flagged: true for 147 of the 165 planted errors flagged
-and for none of the 15 correct labels flagged; the demo project, featurized from PNGs, gives 139 of 165.)
+and for none of the 15 correct labels flagged.)
 
 **Tiers** of a flagged item (:func:`assign_tiers`; unflagged items get ``""``), first match wins:
 
