@@ -313,7 +313,11 @@ def write_report(
         + _summary_block(title, cards)
         + _class_block(shown, ranking, estimate)
         + _plot_block(figures)
-        + _table_block(_header_cells(score_columns, triaged), rows_html, _filter_block(shown, triaged))
+        + _table_block(
+            _header_cells(score_columns, triaged),
+            rows_html,
+            _filter_block(shown, triaged) + _truncation_note(len(shown), _count_flagged(ranking, n_flagged)),
+        )
         + f"<script>{SCRIPT}</script>\n"
         + "</body></html>\n"
     )
@@ -328,6 +332,22 @@ def _flagged_ids(ranking: pd.DataFrame, shown: pd.DataFrame, id_column: str) -> 
     if "flagged" in ranking.columns and ranking["flagged"].any():
         return {_plain(value) for value in ranking.loc[ranking["flagged"].astype(bool), id_column]}
     return {_plain(value) for value in shown[id_column]}
+
+
+def _count_flagged(ranking: pd.DataFrame, n_flagged: int) -> int:
+    if "flagged" in ranking.columns and ranking["flagged"].any():
+        return int(ranking["flagged"].astype(bool).sum())
+    return n_flagged
+
+
+def _truncation_note(n_listed: int, n_flagged: int) -> str:
+    """A line saying the table lists only the first ``n_listed`` of ``n_flagged`` items (when it does)."""
+    if n_listed >= n_flagged:
+        return ""
+    return (
+        f'<p class="note">The table lists the first {n_listed} of the {n_flagged} flagged items; '
+        "ranking.csv holds them all.</p>\n"
+    )
 
 
 def _estimated_total(ranking: pd.DataFrame, estimate: Any) -> int | None:

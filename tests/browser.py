@@ -330,6 +330,15 @@ class Browser:
         ) + f"(document.querySelector({json.dumps(selector)}))"
         self.wait_for(check, timeout=timeout, what=f"selector {selector}")
 
+    def wait_for_text(self, text: str, *, selector: str = "body", timeout: float | None = None) -> None:
+        """Wait until the rendered text (``innerText``) of ``selector`` contains ``text``."""
+        self.wait_for(
+            f"(e => !!e && e.innerText.includes({json.dumps(text)}))"
+            f"(document.querySelector({json.dumps(selector)}))",
+            timeout=timeout,
+            what=f"the text {text!r} in {selector}",
+        )
+
     def count(self, selector: str, *, visible: bool = False) -> int:
         """How many elements match ``selector`` (with ``visible``: only the rendered ones)."""
         nodes = f"[...document.querySelectorAll({json.dumps(selector)})]"

@@ -3,7 +3,6 @@ its form, reading the projects page, and following the audit report's links to t
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -68,7 +67,7 @@ def test_login_to_label_studio_and_read_the_projects_page(label_studio, tmp_path
         )
         assert "sessionid" in {cookie["name"] for cookie in browser.cookies()}
         browser.goto(f"{label_studio.url}/projects/", timeout=90)
-        browser.wait_for(f"document.body.innerText.includes({json.dumps(title)})", timeout=90)
+        browser.wait_for_text(title, timeout=90)
         links = browser.evaluate(
             "[...document.querySelectorAll('a')].map(a => a.getAttribute('href')).filter(h => h)"
         )
@@ -115,6 +114,6 @@ def test_report_links_open_existing_tasks_in_label_studio(label_studio, tmp_path
             f"{label_studio.url}/user/login/", label_studio.username, label_studio.password, timeout=90
         )
         browser.goto(f"{label_studio.url}/projects/{project_id}/data?task={first}", timeout=90)
-        browser.wait_for(f"document.body.innerText.includes({json.dumps(text)})", timeout=120)
+        browser.wait_for_text(text, timeout=120)
         assert f"task={first}" in browser.url
         browser.screenshot(tmp_path / "label-studio-task.png")

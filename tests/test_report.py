@@ -229,3 +229,21 @@ def test_report_shows_text_snippets_escaped_and_truncated(tmp_path) -> None:
     assert "hello there" in page
     assert 'data-item="13"' not in page  # only the flagged rows are listed
     assert pd.read_csv(paths["ranking_csv"])["rank"].tolist() == [1, 2, 3]
+
+
+def test_report_says_when_it_lists_only_part_of_the_flagged_items(tmp_path) -> None:
+    from relabel.report import write_report
+
+    ranking = pd.DataFrame(
+        {
+            "task_id": range(10),
+            "current_label": ["a"] * 10,
+            "suggested_label": ["b"] * 10,
+            "predicted_probability": [0.9] * 10,
+            "self_influence": np.arange(10, 0, -1, dtype=float),
+            "flagged": [True] * 6 + [False] * 4,
+        }
+    )
+    page = write_report(tmp_path, ranking, score_plot=False, max_rows=4)["report_html"].read_text()
+    assert "lists the first 4 of the 6 flagged items" in page
+    assert len(re.findall(r"<tr data-item=", page)) == 4
