@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,9 +191,18 @@ def audit_json(result: Any, triage: dict[str, Any] | None) -> dict[str, Any]:
         "n_flagged": result.n_flagged,
         "flagged_task_ids": [int(task_id) for task_id in result.flagged_task_ids],
         "url": result.url,
-        "push": None if result.push is None else asdict(result.push),
+        "push": _plain_object(result.push),
         "report": None if report is None else str(report),
         "report_dir": None if report is None else str(report.parent),
         "triage": triage,
         "seconds": {stage: round(float(value), 3) for stage, value in result.seconds.items()},
     }
+
+
+def _plain_object(value: Any) -> dict[str, Any] | None:
+    """A dataclass (e.g. the connector's PushResult) or plain object as a dict of its fields."""
+    if value is None:
+        return None
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return {key: item for key, item in vars(value).items() if not key.startswith("_")}
