@@ -26,6 +26,19 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version (``relabel.__version__`` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as distribution_version
+
+    try:
+        return distribution_version("relabel")
+    except PackageNotFoundError:
+        from relabel import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     import importlib
@@ -37,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             "and send them back to Label Studio as review tasks."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"relabel {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

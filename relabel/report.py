@@ -1,16 +1,29 @@
-"""Audit reports: ``ranking.csv``, ``ranking.parquet`` and one self-contained ``report.html``.
+"""Audit reports: ``ranking.csv``, ``ranking.parquet``, one self-contained ``report.html``, and what
+``relabel explain --from DIR`` needs (``explain.parquet`` and ``audit.json``).
 
-The HTML page is meant for a team lead reading it in the morning: what was audited, how many items were
-flagged, a plot of the suspicion scores, and the flagged items in rank order with a thumbnail (images) or a
-text snippet, the given and the suggested label, every method's score, and the training items that most
-support and most oppose each item's current label (:meth:`relabel.SuspicionScorer.explain`).
+The HTML page is meant for a team lead working from it in the morning: what was audited, how many items were
+flagged and how they triage (:mod:`relabel.triage`: likely error / ambiguous / review, and an estimate of the
+project's label errors), a per-class summary (given → suggested label among the flagged items, estimated
+errors per class), a plot of the suspicion scores, and the flagged items in rank order with a thumbnail
+(images) or a text snippet, a link to the task in Label Studio, the given and the suggested label, every
+method's score, and the training items that most support and most oppose each item's current label
+(:meth:`relabel.SuspicionScorer.explain`), each with its own preview and link, flagged ones marked ⚑.
+Filters (tier, class pair, "supported only by flagged items") hide rows in place.
 
-Self-contained: every image is inlined as a ``data:image/png;base64`` URI and the CSS is inline, so the file
-can be mailed or opened from a shared folder with no network access (no CDN, no script).
+Self-contained: every image is inlined as a ``data:image/png;base64`` URI, the CSS and the few lines of
+JavaScript (the filters) are inline, so the file can be mailed or opened from a shared folder with no network
+access (no CDN, no external resource; the only URLs are the links to Label Studio tasks).
 
 Explanations: influence(j → i) = g_jᵀ H⁻¹ g_i (see :mod:`relabel.influence.base`); > 0 means training item
 j *supports* item i's current label (removing j would raise i's loss by ≈ influence/n nats), < 0 that it
 *opposes* it.
+
+``explain.parquet``: for every flagged item, its :data:`ARCHIVE_TOP` strongest supporters and opposers, one
+row each: ``item``, ``role`` (supports/opposes), ``position`` (1 = strongest), ``id``, ``influence``,
+``label``, ``flagged`` (the supporter/opposer is flagged too). ``audit.json``: the audit's facts (source,
+method, classes, task link template, triage counts and the error estimate). Storing these pairwise numbers
+(a few kB per hundred flagged items) rather than the fitted model is what keeps it small: the exact solver's
+Cholesky factor has (p·K)² entries (≈ 49 GB for 7,850 features × 10 classes), and LiSSA models have none.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,63 +40,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from relabel.explanations import explanations_for
 from relabel.methods import COMPARISON_METHODS
+from relabel.triage import TIERS
+
+__all__ = ["explanations_for", "write_audit_report", "write_report"]
 
 SCORE_COLUMNS = COMPARISON_METHODS  # every method of the registry, in its order
 THUMBNAIL_PIXELS = 72
+MINI_THUMBNAIL_PIXELS = 28
 SNIPPET_CHARACTERS = 160
-
-
-def explanations_for(
-    scorer: Any, ids: Sequence[Any], positions: Sequence[int], top: int = 5, block_size: int = 256
-) -> dict[Any, pd.DataFrame]:
-    """What :meth:`relabel.SuspicionScorer.explain` gives for each item position, for many items at once,
-    with the training rows mapped to item ids.
-
-    For a block of m items: H⁻¹ [g_i1 … g_im] in one solve (exact: Cholesky; LiSSA: one batched run), then a
-    single chunked pass over the n training gradients gives the n × m matrix of influences g_jᵀ H⁻¹ g_i
-    (instead of one pass per item). From the scorer's existing factorisation; no refit.
-
-    Returns {item id: DataFrame(role "supports"/"opposes", row, id, influence, label)} where the ``top``
-    largest positive influences support the item's current label and the ``top`` most negative oppose it;
-    the item itself is left out; ``label`` is the training item's class as the scorer encodes it.
-    """
-    from relabel.influence.base import _to_numpy, index_chunks
-
-    ids = np.asarray(ids)
-    solver = scorer.solver
-    gradients = solver.gradients
-    explanations: dict[Any, pd.DataFrame] = {}
-    positions = [int(position) for position in positions]
-    for start in range(0, len(positions), block_size):
-        block = np.array(positions[start : start + block_size])
-        solved = solver.inverse_hvp(gradients.per_example_gradients(block))  # (m, p)
-        influence = np.empty((gradients.n_items, len(block)))
-        for rows in index_chunks(gradients.n_items, solver.chunk_size):
-            influence[rows] = _to_numpy(gradients.per_example_gradients(rows) @ solved.T)
-        for column, position in enumerate(block):
-            explanations[_plain(ids[position])] = _explanation_table(
-                influence[:, column], int(position), top, scorer, ids
-            )
-    return explanations
-
-
-def _explanation_table(
-    influence: np.ndarray, index: int, top: int, scorer: Any, ids: np.ndarray
-) -> pd.DataFrame:
-    """The ``top`` supporters (largest > 0) and opposers (most negative) of item ``index`` (not itself)."""
-    from relabel.scorer import strongest_influences
-
-    rows = strongest_influences(influence, index, top)
-    return pd.DataFrame(
-        {
-            "role": [role for role, _ in rows],
-            "row": [int(j) for _, j in rows],
-            "id": [_plain(ids[j]) for _, j in rows],
-            "influence": [float(influence[j]) for _, j in rows],
-            "label": [scorer.classes[scorer.y[j]] for _, j in rows],
-        }
-    )
+MINI_SNIPPET_CHARACTERS = 60
+ARCHIVE_TOP = 10  # supporters and opposers kept per flagged item in explain.parquet
+EXPLAIN_ARCHIVE = "explain.parquet"
+AUDIT_JSON = "audit.json"
+ARCHIVE_FORMAT = 1
+TASK_LINK = "{url}/projects/{project_id}/data?task={{task_id}}"
 
 
 def _plain(value: Any) -> Any:
@@ -170,8 +143,19 @@ vertical-align:top;text-align:left} th{background:#fafafa;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .changed{color:#b00020;font-weight:600}
 .snippet{max-width:340px;font-size:12px;color:#333} .why{font-size:12px;min-width:260px}
 .why ul{margin:2px 0 6px 16px;padding:0} .sup{color:#1b7f3b} .opp{color:#b00020}
-img.plot{max-width:100%;border:1px solid #eee} img.thumb{image-rendering:pixelated;border:1px solid #ddd}
+img.plot{max-width:100%;border:1px solid #eee}
+img.thumb,img.minithumb{image-rendering:pixelated;border:1px solid #ddd}
 .note{color:#555;font-size:12px;max-width:900px}
+.why li{list-style:none;margin:2px 0} .why img{vertical-align:middle;margin-right:4px}
+.mini{color:#555}
+.tier{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
+.tier-likely-error{background:#fde2e1;color:#8a1c1c} .tier-ambiguous{background:#fff3cd;color:#7a5b00}
+.tier-review{background:#e7eefc;color:#24467a} .badge{font-size:11px;background:#fde2e1;color:#8a1c1c;
+border-radius:4px;padding:1px 5px;white-space:nowrap}
+.filters{background:#f5f6f8;border-radius:6px;padding:8px 12px;margin:10px 0;font-size:13px}
+.filters label{margin-right:16px} table.small td,table.small th{padding:3px 8px}
+button.pair{font-size:12px;border:1px solid #ccd;background:#fff;border-radius:4px;cursor:pointer}
+a{color:#1a55b8}
 """
 
 
@@ -198,15 +182,48 @@ def _preview_cell(preview: Any) -> str:
     return f'<td class="snippet">{html.escape(short)}</td>'
 
 
-def _explanation_cell(explanation: pd.DataFrame | None, flagged: set[Any]) -> str:
+def _mini_preview(preview: Any) -> str:
+    """A supporter's or opposer's preview in the explanation list: a small thumbnail or a short snippet."""
+    if preview is None:
+        return ""
+    if isinstance(preview, (bytes, bytearray)):
+        png = thumbnail_png(bytes(preview), MINI_THUMBNAIL_PIXELS)
+        return "" if png is None else f'<img class="minithumb" src="{png_data_uri(png)}" alt="">'
+    text = str(preview)
+    short = text if len(text) <= MINI_SNIPPET_CHARACTERS else text[:MINI_SNIPPET_CHARACTERS].rstrip() + "…"
+    return f'<span class="mini">“{html.escape(short)}”</span> '
+
+
+def _item_link(item: Any, task_url: str | None, text: str | None = None) -> str:
+    """The item id (or ``text``) linked to its task when ``task_url`` (a ``{task_id}`` template) is given."""
+    label = html.escape(str(item) if text is None else text)
+    if not task_url:
+        return label
+    href = html.escape(task_url.format(task_id=item), quote=True)
+    return f'<a href="{href}" target="_blank" rel="noopener">{label}</a>'
+
+
+def _explanation_cell(
+    explanation: pd.DataFrame | None,
+    flagged: set[Any],
+    previews: Mapping[Any, bytes | str] | None = None,
+    task_url: str | None = None,
+    top: int | None = None,
+) -> str:
     if explanation is None or len(explanation) == 0:
         return '<td class="why"></td>'
+    previews = previews or {}
     parts = []
     for role, css, heading in (("supports", "sup", "supports its label"), ("opposes", "opp", "opposes it")):
         rows = explanation[explanation["role"] == role]
+        if top is not None:
+            rows = rows.head(top)
         if len(rows):
             items = "".join(
-                f"<li>#{html.escape(str(row.id))} ({html.escape(str(row.label))}): {row.influence:+.3g}"
+                "<li>"
+                + _mini_preview(previews.get(_plain(row.id)))
+                + _item_link(_plain(row.id), task_url, f"#{row.id}")
+                + f" ({html.escape(str(row.label))}): {row.influence:+.3g}"
                 + (" <b title='also flagged'>⚑</b>" if _plain(row.id) in flagged else "")
                 + "</li>"
                 for row in rows.itertuples()
@@ -229,18 +246,27 @@ def write_report(
     plots: Sequence[tuple[str, bytes | str | Path]] = (),
     score_plot: bool = True,
     max_rows: int = 200,
+    task_url: str | None = None,
+    estimate: Any = None,
+    explain_top: int | None = None,
 ) -> dict[str, Path]:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``report.html`` into ``report_dir``; returns the paths.
 
     ``ranking``: one row per item (e.g. :func:`relabel.selection.ranking_table`): ``id_column``, ``rank`` (1 =
     most suspicious by ``method``; computed from ``method`` when absent), ``current_label``,
-    ``suggested_label``, ``predicted_probability``, and any of the score columns (higher = more suspicious).
+    ``suggested_label``, ``predicted_probability``, and any of the score columns (higher = more suspicious);
+    optionally the triage columns of :func:`relabel.triage.assign_tiers` (``tier``,
+    ``supported_only_by_flagged``, ``estimated_error``), shown as a column, a badge and per-class counts.
     ``n_flagged``: how many top items were flagged (default: the ``flagged`` column's count, else 20).
     ``summary``: extra key → value facts shown as cards (e.g. {"project": 3, "labeled tasks": 1797}).
-    ``previews``: item id → encoded image bytes (shown as a thumbnail) or text (shown as a snippet).
-    ``explanations``: item id → DataFrame from :func:`explanations_for`. ``plots``: (caption, PNG bytes or
-    a PNG file path) shown above the table; with ``score_plot`` a score-by-rank plot is added first.
-    The HTML table shows the top ``max(n_flagged, …)`` items up to ``max_rows``.
+    ``previews``: item id → encoded image bytes (shown as a thumbnail) or text (shown as a snippet), for the
+    listed items and for their supporters/opposers. ``explanations``: item id → DataFrame from
+    :func:`explanations_for` (the first ``explain_top`` of each role are shown; default all).
+    ``plots``: (caption, PNG bytes or a PNG file path) shown above the table; with ``score_plot`` a
+    score-by-rank plot is added first. ``task_url``: a link template with ``{task_id}`` (e.g.
+    ``http://ls:8080/projects/3/data?task={task_id}``), or None for no links. ``estimate``: a
+    :class:`relabel.triage.ErrorEstimate` for the per-class error estimate (else the ``estimated_error``
+    column is counted, when present). The HTML table shows the flagged items up to ``max_rows``.
     """
     directory = Path(report_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -252,27 +278,84 @@ def write_report(
     score_columns = [column for column in SCORE_COLUMNS if column in ranking.columns]
     figures = _report_figures(ranking, n_flagged, score_columns, plots, score_plot)
     shown = _shown_rows(ranking, n_flagged, max_rows)
-    flagged_ids = {_plain(value) for value in shown[id_column]} if id_column in ranking else set()
+    flagged_ids = _flagged_ids(ranking, shown, id_column)
+    triaged = "tier" in shown.columns
     rows_html = [
-        _table_row(row, ranking, score_columns, id_column, previews or {}, explanations or {}, flagged_ids)
+        _table_row(
+            row,
+            ranking,
+            score_columns,
+            id_column,
+            previews or {},
+            explanations or {},
+            flagged_ids,
+            task_url=task_url,
+            explain_top=explain_top,
+            triaged=triaged,
+        )
         for _, row in shown.iterrows()
     ]
-    cards = {
+    cards: dict[str, Any] = {
         "items ranked": len(ranking),
         "flagged for review": n_flagged,
         "flagged where the model disagrees": _count_changed(shown),
-        "ranked by": method,
-        **(summary or {}),
     }
+    if triaged:
+        tiers = ranking["tier"].value_counts()
+        cards.update({f"tier: {tier}": int(tiers.get(tier, 0)) for tier in TIERS})
+    total_estimate = _estimated_total(ranking, estimate)
+    if total_estimate is not None:
+        cards["estimated label errors in the project"] = total_estimate
+    cards["ranked by"] = method
+    cards.update(summary or {})
     page = (
         _page_head(title)
         + _summary_block(title, cards)
+        + _class_block(shown, ranking, estimate)
         + _plot_block(figures)
-        + _table_block(_header_cells(score_columns), rows_html)
+        + _table_block(
+            _header_cells(score_columns, triaged),
+            rows_html,
+            _filter_block(shown, triaged) + _truncation_note(len(shown), _count_flagged(ranking, n_flagged)),
+        )
+        + f"<script>{SCRIPT}</script>\n"
         + "</body></html>\n"
     )
     paths["report_html"].write_text(page, encoding="utf-8")
     return paths
+
+
+def _flagged_ids(ranking: pd.DataFrame, shown: pd.DataFrame, id_column: str) -> set[Any]:
+    """Every flagged item (the ``flagged`` column, else the listed rows): the ⚑ marks in explanations."""
+    if id_column not in ranking.columns:
+        return set()
+    if "flagged" in ranking.columns and ranking["flagged"].any():
+        return {_plain(value) for value in ranking.loc[ranking["flagged"].astype(bool), id_column]}
+    return {_plain(value) for value in shown[id_column]}
+
+
+def _count_flagged(ranking: pd.DataFrame, n_flagged: int) -> int:
+    if "flagged" in ranking.columns and ranking["flagged"].any():
+        return int(ranking["flagged"].astype(bool).sum())
+    return n_flagged
+
+
+def _truncation_note(n_listed: int, n_flagged: int) -> str:
+    """A line saying the table lists only the first ``n_listed`` of ``n_flagged`` items (when it does)."""
+    if n_listed >= n_flagged:
+        return ""
+    return (
+        f'<p class="note">The table lists the first {n_listed} of the {n_flagged} flagged items; '
+        "ranking.csv holds them all.</p>\n"
+    )
+
+
+def _estimated_total(ranking: pd.DataFrame, estimate: Any) -> int | None:
+    if estimate is not None:
+        return int(estimate.total)
+    if "estimated_error" in ranking.columns:
+        return int(ranking["estimated_error"].astype(bool).sum())
+    return None
 
 
 def _ranked(ranking: pd.DataFrame, method: str, id_column: str) -> pd.DataFrame:
@@ -341,9 +424,11 @@ def _count_changed(shown: pd.DataFrame) -> int:
     return 0
 
 
-def _header_cells(score_columns: Sequence[str]) -> list[str]:
+def _header_cells(score_columns: Sequence[str], triaged: bool = False) -> list[str]:
     """The table's column headings (HTML): item facts, one per score column, then the explanations."""
     header_cells = ["rank", "item", "preview", "given label", "suggested label", "p(suggested)"]
+    if triaged:
+        header_cells += ["tier", "support"]
     header_cells += [f"{column}<br><small>(rank)</small>" for column in score_columns]
     header_cells.append("strongest training items (influence on this item's loss)")
     return header_cells
@@ -356,6 +441,26 @@ def _score_cell(ranking: pd.DataFrame, column: str, value: Any) -> str:
     return f'<td class="num">{_format_score(value)}<br><small>({column_rank})</small></td>'
 
 
+def _pair(given: Any, suggested: Any) -> str:
+    return f"{given} → {suggested}"
+
+
+def _tier_cells(row: pd.Series) -> list[str]:
+    """The tier (a coloured pill) and the "supported only by flagged items" badge."""
+    tier = str(row.get("tier", "") or "")
+    css = "tier-" + tier.replace(" ", "-")
+    supported = bool(row.get("supported_only_by_flagged", False))
+    badge = (
+        '<span class="badge" title="its strongest supporting items are all flagged themselves">'
+        "only flagged support</span>"
+        if supported
+        else ""
+    )
+    gap = row.get("top_two_gap", np.nan)
+    gap_note = f"<br><small>top-2 gap {_format_score(gap)}</small>" if pd.notna(gap) else ""
+    return [f'<td><span class="tier {css}">{html.escape(tier)}</span>{gap_note}</td>', f"<td>{badge}</td>"]
+
+
 def _table_row(
     row: pd.Series,
     ranking: pd.DataFrame,
@@ -364,24 +469,187 @@ def _table_row(
     previews: Mapping[Any, bytes | str],
     explanations: Mapping[Any, pd.DataFrame],
     flagged_ids: set[Any],
+    *,
+    task_url: str | None = None,
+    explain_top: int | None = None,
+    triaged: bool = False,
 ) -> str:
-    """One ``<tr>``: rank, item id, preview, given and suggested label (red when they differ), the
-    predicted probability of the suggested label, each score with its rank, and the explanation cell."""
+    """One ``<tr>``: rank, item id (linked to its task), preview, given and suggested label (red when they
+    differ), the predicted probability of the suggested label, the tier and support badge, each score with
+    its rank, and the explanation cell. ``data-`` attributes carry what the filters match on."""
     item = _plain(row[id_column]) if id_column in row.index else _plain(row.name)
     given = row.get("current_label", "")
     suggested = row.get("suggested_label", "")
     changed = ' class="changed"' if str(given) != str(suggested) else ""
     cells = [
         f'<td class="num">{int(row["rank"])}</td>',
-        f"<td>{html.escape(str(item))}</td>",
+        f"<td>{_item_link(item, task_url)}</td>",
         _preview_cell(previews.get(item)),
         f"<td>{html.escape(str(given))}</td>",
         f"<td{changed}>{html.escape(str(suggested))}</td>",
         f'<td class="num">{_format_score(row.get("predicted_probability", np.nan))}</td>',
     ]
+    if triaged:
+        cells += _tier_cells(row)
     cells += [_score_cell(ranking, column, row[column]) for column in score_columns]
-    cells.append(_explanation_cell(explanations.get(item), flagged_ids))
-    return "<tr>" + "".join(cells) + "</tr>"
+    cells.append(_explanation_cell(explanations.get(item), flagged_ids, previews, task_url, explain_top))
+    attributes = {
+        "data-item": str(item),
+        "data-tier": str(row.get("tier", "") or ""),
+        "data-pair": _pair(given, suggested),
+        "data-supported": "1" if bool(row.get("supported_only_by_flagged", False)) else "0",
+    }
+    attribute_html = "".join(
+        f' {key}="{html.escape(value, quote=True)}"' for key, value in attributes.items()
+    )
+    return f"<tr{attribute_html}>" + "".join(cells) + "</tr>"
+
+
+def _class_block(shown: pd.DataFrame, ranking: pd.DataFrame, estimate: Any = None) -> str:
+    """The "By class" section: per given class, the items, the flagged ones, the flagged ones the model
+    would relabel, and the estimated errors (when an estimate or an ``estimated_error`` column exists); then
+    the given → suggested confusions among the flagged items, most frequent first, each a filter button."""
+    if not {"current_label", "suggested_label"} <= set(shown.columns):
+        return ""
+    given_all = ranking["current_label"].astype(str)
+    given = shown["current_label"].astype(str)
+    suggested = shown["suggested_label"].astype(str)
+    estimated = None
+    if estimate is not None:
+        estimated = {
+            str(row["class"]): (int(row["estimated_errors"]), float(row["estimated_error_rate"]))
+            for _, row in estimate.per_class.iterrows()
+        }
+    elif "estimated_error" in ranking.columns:
+        counts = (
+            ranking.loc[ranking["estimated_error"].astype(bool), "current_label"].astype(str).value_counts()
+        )
+        totals = given_all.value_counts()
+        estimated = {
+            name: (int(counts.get(name, 0)), counts.get(name, 0) / totals[name]) for name in totals.index
+        }
+    classes = list(dict.fromkeys(sorted(given_all.unique(), key=_natural_key)))
+    head = ["class (given)", "items", "flagged", "flagged, model suggests another"]
+    if estimated is not None:
+        head.append("estimated errors (share)")
+    rows = []
+    for name in classes:
+        cells = [
+            html.escape(name),
+            str(int((given_all == name).sum())),
+            str(int((given == name).sum())),
+            str(int(((given == name) & (suggested != name)).sum())),
+        ]
+        if estimated is not None:
+            count, rate = estimated.get(name, (0, 0.0))
+            cells.append(f"{count} ({rate:.1%})")
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    per_class = (
+        '<table class="small" id="per-class"><thead><tr>'
+        + "".join(f"<th>{cell}</th>" for cell in head)
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    pairs = (
+        pd.DataFrame({"given": given, "suggested": suggested})[given != suggested]
+        .value_counts()
+        .reset_index(name="count")
+    )
+    pair_rows = "".join(
+        f"<tr><td>{html.escape(str(row.given))}</td><td>{html.escape(str(row.suggested))}</td>"
+        f'<td class="num">{int(row.count)}</td><td><button class="pair" data-set-pair='
+        f'"{html.escape(_pair(row.given, row.suggested), quote=True)}">show</button></td></tr>'
+        for row in pairs.itertuples()
+    )
+    confusions = (
+        '<table class="small" id="confusions"><thead><tr><th>given</th><th>suggested</th>'
+        f"<th>flagged items</th><th></th></tr></thead><tbody>{pair_rows}</tbody></table>"
+        if len(pairs)
+        else "<p class='note'>The model agrees with the given label of every flagged item.</p>"
+    )
+    note = (
+        "<p class='note'>Estimated errors: confident-learning count over all items with that label "
+        "(in-sample probabilities: a rough figure, see relabel/triage.py).</p>"
+        if estimated is not None
+        else ""
+    )
+    return (
+        "<h2>By class</h2>\n<div style='display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start'>"
+        f"<div>{per_class}{note}</div><div><b>Given → suggested among the flagged items</b>{confusions}</div>"
+        "</div>\n"
+    )
+
+
+def _natural_key(text: str) -> tuple[int, float, str]:
+    """Sort class names numerically when they are numbers ("2" before "10"), else alphabetically."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _filter_block(shown: pd.DataFrame, triaged: bool) -> str:
+    """The filter bar above the table: tier, given → suggested pair, "supported only by flagged items"."""
+    tier_options = '<option value="">all</option>' + "".join(
+        f'<option value="{html.escape(tier, quote=True)}">{html.escape(tier)}</option>' for tier in TIERS
+    )
+    pairs = pd.Series(
+        [
+            _pair(g, s)
+            for g, s in zip(shown.get("current_label", []), shown.get("suggested_label", []), strict=False)
+        ]
+    ).value_counts()
+    pair_options = '<option value="">all</option>' + "".join(
+        f'<option value="{html.escape(str(pair), quote=True)}">'
+        f"{html.escape(str(pair))} ({int(count)})</option>"
+        for pair, count in pairs.items()
+    )
+    tier_filter = (
+        f'<label>tier <select id="filter-tier">{tier_options}</select></label>'
+        '<label><input type="checkbox" id="filter-supported"> '
+        "only items supported only by flagged items</label>"
+        if triaged
+        else ""
+    )
+    return (
+        '<div class="filters">'
+        + tier_filter
+        + f'<label>given → suggested <select id="filter-pair">{pair_options}</select></label>'
+        + '<span id="filter-count"></span></div>\n'
+    )
+
+
+SCRIPT = """
+(function () {
+  var rows = Array.prototype.slice.call(document.querySelectorAll('#flagged tbody tr'));
+  var tier = document.getElementById('filter-tier'), pair = document.getElementById('filter-pair');
+  var supported = document.getElementById('filter-supported');
+  var count = document.getElementById('filter-count');
+  function apply() {
+    var shown = 0;
+    rows.forEach(function (row) {
+      var ok = (!tier || !tier.value || row.dataset.tier === tier.value) &&
+               (!pair || !pair.value || row.dataset.pair === pair.value) &&
+               (!supported || !supported.checked || row.dataset.supported === '1');
+      row.hidden = !ok;
+      if (ok) shown += 1;
+    });
+    if (count) count.textContent = shown + ' of ' + rows.length + ' items shown';
+  }
+  [tier, pair, supported].forEach(function (control) {
+    if (control) control.addEventListener('change', apply);
+  });
+  Array.prototype.forEach.call(document.querySelectorAll('[data-set-pair]'), function (button) {
+    button.addEventListener('click', function () {
+      if (tier) tier.value = '';
+      if (supported) supported.checked = false;
+      pair.value = button.getAttribute('data-set-pair');
+      apply();
+      document.getElementById('flagged').scrollIntoView();
+    });
+  });
+  apply();
+})();
+"""
 
 
 def _page_head(title: str) -> str:
@@ -420,7 +688,10 @@ def _plot_block(figures: Sequence[tuple[str, bytes]]) -> str:
 
 TABLE_NOTE = """\
 <p class="note">Check these labels first. <span class="changed">Red</span> suggested labels differ from
-the given label. Scores: higher = more suspicious; the small number is the item's rank by that score.
+the given label. Item ids link to the task in Label Studio. Tiers: <b>likely error</b> = the model prefers
+another label and the label's strongest support comes only from other flagged items; <b>ambiguous</b> = the
+model's two most probable classes are close; <b>review</b> = the rest. Scores: higher = more suspicious; the
+small number is the item's rank by that score.
 <b>self_influence</b> = g<sub>i</sub><sup>T</sup>H<sup>−1</sup>g<sub>i</sub>, how much the model had to bend
 to fit this label (Koh &amp; Liang 2017); <b>loss</b> = −log p(given label). The last column lists the
 training items that most <span class="sup">support</span> and most <span class="opp">oppose</span> the given
@@ -429,14 +700,29 @@ items that are themselves flagged (⚑) is a likely error.</p>
 """
 
 
-def _table_block(header_cells: Sequence[str], rows_html: Sequence[str]) -> str:
-    """The "Flagged items" section: how to read the table (``TABLE_NOTE``), then the table itself."""
+def _table_block(header_cells: Sequence[str], rows_html: Sequence[str], filters: str = "") -> str:
+    """The "Flagged items" section: how to read the table (``TABLE_NOTE``), the filters, then the table."""
     return (
         "<h2>Flagged items, most suspicious first</h2>\n"
         + TABLE_NOTE
-        + f"<table><thead><tr>{''.join(f'<th>{cell}</th>' for cell in header_cells)}</tr></thead>\n"
+        + filters
+        + '<table id="flagged"><thead><tr>'
+        + "".join(f"<th>{cell}</th>" for cell in header_cells)
+        + "</tr></thead>\n"
         + f"<tbody>{''.join(rows_html)}</tbody></table>\n"
     )
+
+
+def task_url_template(source: Mapping[str, Any] | None) -> str | None:
+    """The link template (``{task_id}`` placeholder) of a Label Studio pull's tasks, from the dataset's
+    ``source`` (``url`` and ``project_id``): ``{url}/projects/{project_id}/data?task={task_id}``, which opens
+    the task in the project's Data Manager. None for other sources (files, toy datasets)."""
+    source = source or {}
+    if source.get("type", "label_studio") != "label_studio" or not source.get("url"):
+        return None
+    if source.get("project_id") is None:
+        return None
+    return TASK_LINK.format(url=str(source["url"]).rstrip("/"), project_id=int(source["project_id"]))
 
 
 def write_audit_report(
@@ -451,29 +737,51 @@ def write_audit_report(
     title: str | None = None,
     summary: Mapping[str, Any] | None = None,
     max_rows: int = 200,
+    triage: Any = None,
 ) -> dict[str, Path]:
-    """The report of one audit: previews from ``dataset``, explanations from ``scorer`` for the flagged items.
+    """The report of one audit: triage, previews and links from ``dataset``, explanations from ``scorer``.
 
     ``dataset``: the :class:`relabel.dataset.LabeledDataset` that was ranked; ``scorer``: the fitted
     :class:`relabel.SuspicionScorer` (its rows in ``dataset.ids`` order); ``ranking``: as
     :func:`relabel.selection.ranking_table` returns it (``task_id`` column; when a boolean ``flagged`` column
-    is present, the flagged rows are the ones reported, in rank order).
+    is present, the flagged rows are the ones reported, in rank order). ``triage``: a
+    :class:`relabel.triage.Triage` already computed for this ranking (e.g. by the pipeline, for the queue);
+    computed here otherwise (every flagged item explained once, :data:`ARCHIVE_TOP` per role).
+
+    Writes ``ranking.csv``/``ranking.parquet`` (with the triage columns), ``report.html``,
+    ``explain.parquet`` and ``audit.json``; returns their paths (keys ``ranking_csv``, ``ranking_parquet``,
+    ``report_html``, ``explain``, ``audit_json``).
     """
+    from relabel.triage import triage_audit
+
+    if triage is None:
+        triage = triage_audit(ranking, dataset, scorer, explain_top=max(explain_top, ARCHIVE_TOP))
     ids = np.asarray(dataset.ids)
     position_of = {_plain(item): position for position, item in enumerate(ids)}
-    ordered = ranking.sort_values("rank", kind="stable")
+    table = triage.table
+    ordered = table.sort_values("rank", kind="stable")
     if "flagged" in ordered.columns and ordered["flagged"].any():
         ordered = ordered[ordered["flagged"].astype(bool)]
-    flagged_ids = [_plain(item) for item in ordered["task_id"].head(min(n_flagged, max_rows))]
-    explanations = explanations_for(scorer, ids, [position_of[item] for item in flagged_ids], top=explain_top)
+    listed = [_plain(item) for item in ordered["task_id"].head(min(n_flagged, max_rows))]
     previews: dict[Any, bytes | str] = {}
     if dataset.kind in ("image", "text"):
-        for item in flagged_ids:
-            previews[item] = dataset.inputs[position_of[item]]
+        wanted = list(listed)
+        for item in listed:
+            explanation = triage.explanations.get(item)
+            if explanation is not None and explain_top:
+                for role in ("supports", "opposes"):
+                    wanted += [
+                        _plain(j)
+                        for j in explanation.loc[explanation["role"] == role, "id"].head(explain_top)
+                    ]
+        for item in dict.fromkeys(wanted):
+            if item in position_of:
+                previews[item] = dataset.inputs[position_of[item]]
     source = dataset.source or {}
-    return write_report(
+    task_url = task_url_template(source)
+    paths = write_report(
         report_dir,
-        ranking,
+        table,
         method=method,
         n_flagged=n_flagged,
         id_column="task_id",
@@ -481,6 +789,80 @@ def write_audit_report(
         or f"relabel audit — {source.get('project_title') or source.get('project_id') or ''}".rstrip(" —"),
         summary=summary,
         previews=previews,
-        explanations=explanations,
+        explanations=triage.explanations if explain_top else {},
         max_rows=max_rows,
+        task_url=task_url,
+        estimate=triage.estimate,
+        explain_top=explain_top,
     )
+    paths.update(
+        write_explain_archive(report_dir, triage, source=source, method=method, classes=dataset.classes)
+    )
+    return paths
+
+
+def write_explain_archive(
+    report_dir: str | Path,
+    triage: Any,
+    *,
+    source: Mapping[str, Any] | None,
+    method: str,
+    classes: Sequence[Any],
+) -> dict[str, Path]:
+    """Write ``explain.parquet`` (each flagged item's strongest supporters/opposers) and ``audit.json``
+    (module docstring); returns {"explain": path, "audit_json": path}."""
+    directory = Path(report_dir)
+    flagged = set(_plain(item) for item in triage.table.loc[triage.table["tier"] != "", "task_id"])
+    frames = []
+    for item, explanation in triage.explanations.items():
+        frame = explanation.drop(columns=["row"], errors="ignore").copy()
+        frame.insert(0, "item", _plain(item))
+        frame.insert(2, "position", frame.groupby("role").cumcount() + 1)
+        frame["label"] = frame["label"].astype(str)
+        frame["flagged"] = [_plain(j) in flagged for j in frame["id"]]
+        frames.append(frame)
+    columns = ["item", "role", "position", "id", "influence", "label", "flagged"]
+    archive = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    paths = {"explain": directory / EXPLAIN_ARCHIVE, "audit_json": directory / AUDIT_JSON}
+    archive.to_parquet(paths["explain"], index=False)
+    source = dict(source or {})
+    facts = {
+        "format": ARCHIVE_FORMAT,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {key: _plain(value) for key, value in source.items() if _json_scalar(value)},
+        "task_url": task_url_template(source),
+        "method": method,
+        "classes": [str(name) for name in classes],
+        "n_items": len(triage.table),
+        "n_flagged": len(flagged),
+        "explain_top": int(archive.groupby(["item", "role"]).size().max()) if len(archive) else 0,
+        "triage": triage.as_dict(),
+    }
+    paths["audit_json"].write_text(json.dumps(facts, indent=1, default=str), encoding="utf-8")
+    return paths
+
+
+def _json_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, np.generic))
+
+
+def read_explain_archive(report_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(audit.json facts, explain.parquet, ranking.parquet) of an audit's report folder; InputError naming
+    the missing file when the folder is not one (or predates the archive)."""
+    from relabel.errors import InputError
+
+    directory = Path(report_dir)
+    missing = [
+        name for name in (AUDIT_JSON, EXPLAIN_ARCHIVE, "ranking.parquet") if not (directory / name).exists()
+    ]
+    if missing:
+        raise InputError(
+            f"{directory} is not an audit report folder with explanations (no {', '.join(missing)}); run "
+            "`relabel audit ... --report DIR` first, or explain without --from (refits the model)"
+        )
+    facts = json.loads((directory / AUDIT_JSON).read_text(encoding="utf-8"))
+    if int(facts.get("format", 0)) > ARCHIVE_FORMAT:
+        raise InputError(
+            f"{directory / AUDIT_JSON} was written by a newer relabel (format {facts['format']})"
+        )
+    return facts, pd.read_parquet(directory / EXPLAIN_ARCHIVE), pd.read_parquet(directory / "ranking.parquet")

@@ -138,6 +138,80 @@ def test_explain_cli_on_a_label_studio_task(label_studio, tmp_path, capsys) -> N
     assert code == 0
     output = capsys.readouterr().out
     assert output.startswith(f"item {task_ids[0]}: given label {CLASSES[1]!r}")  # task 0's label was flipped
+    assert f"  open: {label_studio.url}/projects/{project_id}/data?task={task_ids[0]}" in output
     listed = [int(line.split()[0]) for line in output.splitlines() if line.strip()[:1].isdigit()]
     assert listed and set(listed) <= set(task_ids) and task_ids[0] not in listed
     assert label_studio.legacy_token not in output
+
+
+@pytest.fixture(scope="module")
+def audit_folder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """An audit report folder of a small Label Studio-like text project (write_audit_report)."""
+    from relabel.dataset import LabeledDataset
+    from relabel.report import write_audit_report
+    from relabel.selection import ranking_table
+
+    X, y = random_problem(120, 4, 3, 5)
+    y[::12] = (y[::12] + 1) % 3  # 10 flips
+    classes = ["cat", "dog", "fox"]
+    ids = np.arange(2000, 2120)
+    dataset = LabeledDataset(
+        ids=ids,
+        inputs=[f"text of item {i}" for i in ids],
+        kind="text",
+        labels=np.array([classes[k] for k in y], dtype=object),
+        classes=classes,
+        provenance=pd.DataFrame(index=pd.Index(ids, name="id")),
+        source={"type": "label_studio", "url": "http://ls.test:8080", "project_id": 4, "project_title": "t"},
+    )
+    scorer = SuspicionScorer(l2=0.05).fit(X, list(dataset.labels), classes=classes)
+    table = ranking_table(dataset, scorer.scores(("self_influence", "loss")), "self_influence", 12)
+    folder = tmp_path_factory.mktemp("audit-report")
+    write_audit_report(folder, dataset, scorer, table, method="self_influence", n_flagged=12)
+    return {"folder": folder, "scorer": scorer, "table": table, "ids": ids}
+
+
+def test_explain_from_an_audit_folder_does_not_fit(audit_folder, monkeypatch, capsys) -> None:
+    from relabel.cli import main
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("explain --from must not fit a model")
+
+    monkeypatch.setattr(SuspicionScorer, "fit", no_fit)
+    monkeypatch.setattr("relabel.report.explanations_for", no_fit)
+    table, scorer, ids = audit_folder["table"], audit_folder["scorer"], audit_folder["ids"]
+    flagged = table.loc[table["flagged"], "task_id"].tolist()
+    item = flagged[1]
+    code = main(["explain", "--from", str(audit_folder["folder"]), "--item", str(item), "--top", "3"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    row = table[table["task_id"] == item].iloc[0]
+    assert output.startswith(f"item {item}: given label {row['current_label']!r}")
+    assert "(rank 2 of 120, 1 = most suspicious)" in output
+    assert f"  open: http://ls.test:8080/projects/4/data?task={item}" in output
+    assert "no refit" in output and "tier: " in output
+    # the listed items are what SuspicionScorer.explain gives (computed before fit was patched)
+    position = int(np.flatnonzero(ids == item)[0])
+    expected = scorer.explain(position, top=3)
+    lines = [line for line in output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == len(expected)
+    for line, expected_row in zip(lines, expected.itertuples(), strict=True):
+        fields = line.split()
+        assert int(fields[0]) == ids[expected_row.row]
+        assert float(fields[2]) == pytest.approx(expected_row.influence, rel=1e-5)
+        assert fields[-1] == f"http://ls.test:8080/projects/4/data?task={fields[0]}"
+        assert ("⚑" in fields) == (int(fields[0]) in flagged)
+    assert any("⚑" in line for line in lines)
+
+
+def test_explain_from_refuses_an_unflagged_item_and_a_second_source(audit_folder, capsys) -> None:
+    from relabel.cli import main
+
+    table = audit_folder["table"]
+    unflagged = int(table.loc[~table["flagged"], "task_id"].iloc[0])
+    assert main(["explain", "--from", str(audit_folder["folder"]), "--item", str(unflagged)]) == 2
+    assert f"item {unflagged} was not flagged by the audit" in capsys.readouterr().err
+    assert main(["explain", "--from", str(audit_folder["folder"]), "--dataset", "iris", "--item", "1"]) == 2
+    assert "give no file, --dataset or --project" in capsys.readouterr().err
+    assert main(["explain", "--from", str(audit_folder["folder"] / "missing"), "--item", "1"]) == 2
+    assert "is not an audit report folder" in capsys.readouterr().err

@@ -1,12 +1,13 @@
-"""Audit reports: the files exist, the HTML is self-contained, and headless Chromium shows the plot."""
+"""Audit reports: the files exist, the HTML is self-contained, and in headless Chromium (tests/browser.py) it
+renders without errors, shows the plot, links every item to its task, and its filters change the rows."""
 
 from __future__ import annotations
 
 import io
+import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,10 @@ from relabel.noise import inject_label_noise
 from relabel.report import write_audit_report
 from relabel.scorer import SuspicionScorer
 from relabel.selection import ranking_table
+from relabel.triage import TIERS
+from tests.browser import Browser
 
-CHROMIUM = "/usr/bin/chromium"
+LS_URL = "http://label-studio.example:8080"
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -46,7 +49,12 @@ def audit_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         labels=np.array([classes[k] for k in noisy.labels], dtype=object),
         classes=classes,
         provenance=pd.DataFrame(index=pd.Index(ids, name="id")),
-        source={"project_id": 7, "project_title": "digits <test> & co"},
+        source={
+            "type": "label_studio",
+            "url": LS_URL + "/",
+            "project_id": 7,
+            "project_title": "digits <test> & co",
+        },
     )
     X = images.reshape(n_items, -1) / 16.0
     scorer = SuspicionScorer(l2=1e-2).fit(X, list(dataset.labels), classes=classes)
@@ -74,48 +82,130 @@ def test_report_files_exist_and_agree(audit_report) -> None:
 
 def test_report_html_is_self_contained_and_lists_the_flagged_items(audit_report) -> None:
     page = Path(audit_report["paths"]["report_html"]).read_text()
-    # no external assets: every src is a data URI, no stylesheet/script links
+    # no external assets: every src is a data URI, no stylesheet link, one inline script (the filters)
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
-    assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+    assert "<link" not in page and page.count("<script") == 1 and "<script>" in page
+    # the only URLs are links (href) to this project's tasks in Label Studio
+    urls = re.findall(r"https?://[^\s\"'<>]+", page)
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert urls and set(urls) == set(hrefs)
+    assert all(url.startswith(f"{LS_URL}/projects/7/data?task=") for url in urls)
     assert "digits &lt;test&gt; &amp; co" in page  # titles are escaped
     table = audit_report["table"]
-    for task_id in table["task_id"].head(20):
-        assert f"<td>{task_id}</td>" in page
+    listed = [int(value) for value in re.findall(r'<tr data-item="(\d+)"', page)]
+    assert listed == table["task_id"].head(20).tolist()
+    for task_id in listed:
+        assert (
+            f'<a href="{LS_URL}/projects/7/data?task={task_id}" target="_blank" rel="noopener">{task_id}</a>'
+            in page
+        )
     assert page.count('class="thumb"') == 20  # one thumbnail per flagged item
+    assert page.count('class="minithumb"') >= 20  # and small ones for their supporters/opposers
     assert page.count("supports its label") + page.count("opposes it") >= 20  # explanations per item
-    assert str(table["task_id"].iloc[20]) not in re.findall(r"<td>(\d+)</td>", page)
+    assert "By class" in page and 'id="confusions"' in page and "estimated errors" in page
 
 
-def test_report_opens_in_headless_chromium_and_shows_the_plot(audit_report, tmp_path) -> None:
-    chromium = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    assert chromium, "chromium is not installed: apt-get install -y chromium (the report test needs it)"
-    screenshot = tmp_path / "screenshot.png"
+def test_report_folder_holds_the_triage_and_the_explain_archive(audit_report) -> None:
+    paths = audit_report["paths"]
+    ranking = pd.read_parquet(paths["ranking_parquet"])
+    for column in ("tier", "supported_only_by_flagged", "top_two_gap", "estimated_error"):
+        assert column in ranking.columns
+    flagged = ranking[ranking["flagged"]]
+    assert set(flagged["tier"]) <= set(TIERS) and (ranking.loc[~ranking["flagged"], "tier"] == "").all()
+    errors = set(audit_report["dataset"].ids[audit_report["noisy"].flipped].tolist())
+    likely = flagged[flagged["tier"] == "likely error"]
+    assert len(likely) >= 1 and likely["task_id"].isin(errors).all()  # 20 flagged of 400, 40 flips
+    archive = pd.read_parquet(paths["explain"])
+    assert set(archive["item"]) == set(flagged["task_id"])
+    assert list(archive.columns) == ["item", "role", "position", "id", "influence", "label", "flagged"]
+    assert archive.groupby(["item", "role"]).size().max() <= 10
+    assert (archive.loc[archive["role"] == "supports", "influence"] > 0).all()
+    assert (archive["flagged"] == archive["id"].isin(set(flagged["task_id"]))).all()
+    facts = json.loads(paths["audit_json"].read_text())
+    assert facts["task_url"] == f"{LS_URL}/projects/7/data?task={{task_id}}"
+    assert facts["n_flagged"] == 20 and facts["classes"] == [str(k) for k in range(10)]
+    assert sum(facts["triage"]["tiers"].values()) == 20
+    assert facts["triage"]["estimated_label_errors"]["total"] > 0
+    # small: a few kB for 20 flagged items
+    assert paths["explain"].stat().st_size < 50_000
+
+
+def test_report_in_headless_chromium_renders_links_and_filters(audit_report, tmp_path) -> None:
     html_path = Path(audit_report["paths"]["report_html"]).resolve()
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={screenshot}",
-        "--window-size=1200,2000",
-        html_path.as_uri(),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert screenshot.exists(), f"no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
-    with Image.open(screenshot) as image:
+    ranking = pd.read_parquet(audit_report["paths"]["ranking_parquet"])
+    flagged = ranking[ranking["flagged"]]
+    with Browser(width=1400, height=1000) as browser:
+        browser.goto(html_path.as_uri())
+        browser.wait_for_selector("#flagged tbody tr", visible=True)
+        browser.screenshot(tmp_path / "report.png")
+        assert browser.count("#flagged tbody tr", visible=True) == 20
+        assert browser.text("#filter-count") == "20 of 20 items shown"
+        # every item link (and every supporter's) opens this project's task in Label Studio
+        links = browser.evaluate("[...document.querySelectorAll('#flagged a')].map(a => a.href)")
+        assert len(links) > 20
+        for link in links:
+            parts = urlsplit(link)
+            assert f"{parts.scheme}://{parts.netloc}" == LS_URL and parts.path == "/projects/7/data"
+            assert int(parse_qs(parts.query)["task"][0]) in set(ranking["task_id"])
+        item_links = browser.evaluate(
+            "[...document.querySelectorAll('#flagged tbody tr')].map(r => r.cells[1].querySelector('a').href)"
+        )
+        assert [int(parse_qs(urlsplit(link).query)["task"][0]) for link in item_links] == flagged[
+            "task_id"
+        ].tolist()
+        # the tier filter shows exactly that tier's rows
+        for tier in TIERS:
+            browser.select("#filter-tier", tier)
+            visible = browser.evaluate(
+                "[...document.querySelectorAll('#flagged tbody tr')].filter(r => !r.hidden)"
+                ".map(r => +r.dataset.item)"
+            )
+            assert visible == flagged.loc[flagged["tier"] == tier, "task_id"].tolist(), tier
+        browser.select("#filter-tier", "likely error")
+        browser.screenshot(tmp_path / "report-likely-errors.png")
+        browser.select("#filter-tier", "")
+        # the class-pair filter, from the confusion table's button
+        pair = browser.evaluate("document.querySelector('[data-set-pair]').dataset.setPair")
+        given, suggested = pair.split(" → ")
+        browser.click("[data-set-pair]")
+        expected = flagged.loc[
+            (flagged["current_label"] == given) & (flagged["suggested_label"] == suggested), "task_id"
+        ].tolist()
+        assert browser.evaluate("document.getElementById('filter-pair').value") == pair
+        assert browser.count("#flagged tbody tr", visible=True) == len(expected) >= 1
+        browser.select("#filter-pair", "")
+        # "supported only by flagged items"
+        browser.evaluate("(c => { c.checked = true; c.dispatchEvent(new Event('change')); })"
+                         "(document.getElementById('filter-supported'))")  # fmt: skip
+        assert browser.count("#flagged tbody tr", visible=True) == int(
+            flagged["supported_only_by_flagged"].sum()
+        )
+        browser.drain(0.3)
+        assert not browser.errors, [str(error) for error in browser.errors]
+    with Image.open(tmp_path / "report.png") as image:
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     for method in ("self_influence", "loss"):
         colour = np.array([int(METHOD_COLOURS[method][i : i + 2], 16) for i in (1, 3, 5)])
         matches = int((np.abs(pixels - colour).sum(axis=1) < 30).sum())
         assert matches > 150, f"the {method} line ({METHOD_COLOURS[method]}) is not on screen ({matches} px)"
+
+
+def test_report_without_label_studio_has_no_links(tmp_path) -> None:
+    from relabel.report import write_report
+
+    ranking = pd.DataFrame(
+        {
+            "task_id": [1, 2],
+            "current_label": ["a", "b"],
+            "suggested_label": ["b", "b"],
+            "predicted_probability": [0.9, 0.8],
+            "self_influence": [2.0, 1.0],
+        }
+    )
+    page = write_report(tmp_path, ranking, n_flagged=2, score_plot=False)["report_html"].read_text()
+    assert "<a " not in page and "http" not in page
+    assert 'id="filter-tier"' not in page  # no triage columns, no tier filter
 
 
 def test_report_shows_text_snippets_escaped_and_truncated(tmp_path) -> None:
@@ -137,5 +227,23 @@ def test_report_shows_text_snippets_escaped_and_truncated(tmp_path) -> None:
     assert "&lt;b&gt;win&lt;/b&gt; a prize" in page and "<b>win</b>" not in page
     assert "x" * 400 not in page and "…" in page
     assert "hello there" in page
-    assert "<td>13</td>" not in page  # only the flagged rows are listed
+    assert 'data-item="13"' not in page  # only the flagged rows are listed
     assert pd.read_csv(paths["ranking_csv"])["rank"].tolist() == [1, 2, 3]
+
+
+def test_report_says_when_it_lists_only_part_of_the_flagged_items(tmp_path) -> None:
+    from relabel.report import write_report
+
+    ranking = pd.DataFrame(
+        {
+            "task_id": range(10),
+            "current_label": ["a"] * 10,
+            "suggested_label": ["b"] * 10,
+            "predicted_probability": [0.9] * 10,
+            "self_influence": np.arange(10, 0, -1, dtype=float),
+            "flagged": [True] * 6 + [False] * 4,
+        }
+    )
+    page = write_report(tmp_path, ranking, score_plot=False, max_rows=4)["report_html"].read_text()
+    assert "lists the first 4 of the 6 flagged items" in page
+    assert len(re.findall(r"<tr data-item=", page)) == 4

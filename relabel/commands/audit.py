@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from relabel.commands.options import (
     CONNECTION_HELP,
     add_connection_options,
+    add_json_option,
     add_model_options,
     add_progress_options,
     connector_from_args,
+    print_json,
     show_progress,
 )
 from relabel.errors import RelabelError
@@ -96,6 +100,7 @@ def register(subparsers: Any) -> None:
             "prediction per request, ≈0.15 s each on a local server; `score` holds the same number)"
         ),
     )
+    add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
 
@@ -121,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
     from relabel.pipeline import run_audit
 
     if args.config is not None:
+        if args.json:
+            raise RelabelError(
+                "--json reports one audit; the nightly mode (--config) logs one line per project"
+            )
         from relabel.nightly import run_nightly
 
         return run_nightly(args.config, push=not args.dry_run)
@@ -135,7 +144,66 @@ def run(args: argparse.Namespace) -> int:
         report_dir=args.report,
         progress=show_progress(args),
     )
+    triage = audit_triage(result)
+    if args.json:
+        print_json(audit_json(result, triage))
+        return 0
     print(result.summary())
+    if triage is not None:
+        from relabel.triage import summary_line
+
+        print(summary_line(triage))
     if result.url:
         print(f"open: {result.url}")
     return 0
+
+
+def audit_triage(result: Any) -> dict[str, Any] | None:
+    """The triage facts of an audit (:meth:`relabel.triage.Triage.as_dict`): the pipeline's own when it
+    carries a ``triage``, else the report folder's ``audit.json``, else computed here from the result's
+    ranking, dataset and scorer (one batched explanation of the flagged items; no refit)."""
+    from relabel.report import AUDIT_JSON
+    from relabel.triage import triage_audit
+
+    own = getattr(result, "triage", None)
+    if own is not None:
+        return own.as_dict() if hasattr(own, "as_dict") else dict(own)
+    if result.report_path is not None:
+        audit_json_path = Path(result.report_path).parent / AUDIT_JSON
+        if audit_json_path.exists():
+            return json.loads(audit_json_path.read_text(encoding="utf-8")).get("triage")
+    if result.dataset is None or result.scorer is None or not len(result.ranking):
+        return None
+    return triage_audit(result.ranking, result.dataset, result.scorer).as_dict()
+
+
+def audit_json(result: Any, triage: dict[str, Any] | None) -> dict[str, Any]:
+    """``relabel audit --json``: the summary's numbers and URLs as one JSON object."""
+    report = None if result.report_path is None else Path(result.report_path)
+    return {
+        "command": "audit",
+        "project_id": result.project_id,
+        "n_tasks": result.n_tasks,
+        "n_labeled": result.n_labeled,
+        "n_unlabeled": result.n_unlabeled,
+        "n_features": result.n_features,
+        "model": result.settings.model,
+        "method": result.settings.method,
+        "n_flagged": result.n_flagged,
+        "flagged_task_ids": [int(task_id) for task_id in result.flagged_task_ids],
+        "url": result.url,
+        "push": _plain_object(result.push),
+        "report": None if report is None else str(report),
+        "report_dir": None if report is None else str(report.parent),
+        "triage": triage,
+        "seconds": {stage: round(float(value), 3) for stage, value in result.seconds.items()},
+    }
+
+
+def _plain_object(value: Any) -> dict[str, Any] | None:
+    """A dataclass (e.g. the connector's PushResult) or plain object as a dict of its fields."""
+    if value is None:
+        return None
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return {key: item for key, item in vars(value).items() if not key.startswith("_")}

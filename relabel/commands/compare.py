@@ -55,7 +55,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def register(subparsers: Any) -> None:
     """Add the ``compare`` subcommand."""
     from relabel.commands.data_source import add_data_source_options
-    from relabel.commands.options import add_model_options, add_progress_options
+    from relabel.commands.options import add_json_option, add_model_options, add_progress_options
     from relabel.methods import COMPARISON_METHODS
 
     parser = subparsers.add_parser(
@@ -105,6 +105,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("comparison"), help="output folder (default ./comparison)"
     )
+    add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
 
@@ -182,6 +183,18 @@ def run(args: argparse.Namespace) -> int:
         description=description,
     )
     paths = result.write(args.out)
+    if args.json:
+        from relabel.commands.options import print_json
+
+        print_json(
+            {
+                "command": "compare",
+                "description": description,
+                "methods": result.summary.to_dict(orient="records"),
+                "files": {name: str(path) for name, path in paths.items()},
+            }
+        )
+        return 0
     print(description)
     print(result.table())
     for name, path in paths.items():

@@ -4,11 +4,17 @@ influence(j → i) = g_jᵀ H⁻¹ g_i (Koh & Liang 2017, −I_up,loss(z_j, z_i)
 > 0 means training item j *supports* item i's current label (removing j would raise i's loss by about
 influence/n nats), < 0 that j *opposes* it. Exact for the logistic model (one Cholesky solve), LiSSA for
 the mlp/cnn models (H + δI). Computed from the same fitted model and factorisation as the ranking.
+
+``--from DIR`` answers from an audit's report folder (``relabel audit --report DIR``) without fitting
+anything: ``DIR/explain.parquet`` holds each flagged item's strongest supporters and opposers (see
+:mod:`relabel.report`), ``DIR/ranking.parquet`` the item's facts and ``DIR/audit.json`` the task links.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,16 +27,18 @@ examples:
   relabel explain data.csv --label-column label --id-column id --item 1042 --top 5
   relabel explain --dataset digits --item 17
   relabel explain --url http://localhost:8080 --project 3 --item 5123        # ITEM = task id
+  relabel explain --from reports/p3 --item 5123      # from `relabel audit --report reports/p3`, no refit
 
 reading it: "supports" items push the model towards the item's given label (a wrong label propped up
-only by other suspicious items is a likely error); "opposes" items push towards another class.
+only by other suspicious items is a likely error); "opposes" items push towards another class. ⚑ marks
+items the audit flagged too; Label Studio tasks come with their link.
 """
 
 
 def register(subparsers: Any) -> None:
     """Add the ``explain`` subcommand."""
     from relabel.commands.data_source import add_data_source_options
-    from relabel.commands.options import add_model_options
+    from relabel.commands.options import add_model_options, add_progress_options
 
     parser = subparsers.add_parser(
         "explain",
@@ -49,6 +57,15 @@ def register(subparsers: Any) -> None:
         "--item", required=True, help="the item's id (file: its --id-column value or row number; LS: task id)"
     )
     parser.add_argument("--top", type=int, default=5, help="items to show on each side (default 5)")
+    parser.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        metavar="DIR",
+        help="answer from an audit's report folder (relabel audit --report DIR) without refitting; "
+        "covers the items that audit flagged",
+    )
+    add_progress_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -78,19 +95,36 @@ def format_explanation(
     self_influence_rank: int | None,
     n_items: int,
     explanation: pd.DataFrame,
+    *,
+    flagged: Collection[Any] | None = None,
+    task_url: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> str:
-    """The text ``relabel explain`` prints: a header line, then the supporting and the opposing items."""
-    lines = [
+    """The text ``relabel explain`` prints: a header line, then the supporting and the opposing items.
+
+    ``flagged``: item ids the audit flagged (marked ⚑ after the influence); ``task_url``: a ``{task_id}``
+    link template (each listed task's link is printed last on its line, the item's own under the header);
+    ``notes``: extra lines after the header (e.g. the item's tier).
+    """
+    flagged = {_plain(value) for value in flagged} if flagged is not None else set()
+    header = (
         f"item {item}: given label {given_label!r}; the model predicts {predicted_label!r} "
-        f"(p = {predicted_probability:.3f}); self-influence {self_influence:.4g}"
+        f"(p = {predicted_probability:.3f})"
+        + (f"; self-influence {self_influence:.4g}" if np.isfinite(self_influence) else "")
         + (
             f" (rank {self_influence_rank} of {n_items}, 1 = most suspicious)"
             if self_influence_rank is not None
             else ""
-        ),
+        )
+    )
+    lines = [header]
+    if task_url:
+        lines.append(f"  open: {task_url.format(task_id=item)}")
+    lines += list(notes)
+    lines.append(
         "influence = g_jᵀ H⁻¹ g_i: > 0 supports the given label (removing j would raise this item's loss), "
-        "< 0 opposes it",
-    ]
+        "< 0 opposes it" + ("; ⚑ = flagged by the audit too" if flagged else "")
+    )
     for role, heading in (("supports", "supports"), ("opposes", "opposes")):
         rows = explanation[explanation["role"] == role]
         lines.append(f"{heading} the label {given_label!r}:" if role == "supports" else f"{heading} it:")
@@ -101,21 +135,87 @@ def format_explanation(
         label_width = max(len("label"), *(len(str(value)) for value in rows["label"]))
         lines.append(f"  {'id'.rjust(width)}  {'label'.ljust(label_width)}  influence")
         for row in rows.itertuples():
-            lines.append(
-                f"  {str(row.id).rjust(width)}  {str(row.label).ljust(label_width)}  {row.influence:+.6g}"
-            )
+            line = f"  {str(row.id).rjust(width)}  {str(row.label).ljust(label_width)}  {row.influence:+.6g}"
+            if flagged or task_url:
+                line = line.ljust(width + label_width + 20) + ("  ⚑" if _plain(row.id) in flagged else "   ")
+            if task_url:
+                line += f"  {task_url.format(task_id=row.id)}"
+            lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def explain_from_report(report_dir: Path, item: str, top: int) -> str:
+    """``relabel explain --from DIR``: the explanation of one flagged item, read from the audit's report
+    folder (no fit). InputError when the item is unknown or was not flagged by that audit."""
+    from relabel.report import read_explain_archive
+
+    facts, archive, ranking = read_explain_archive(report_dir)
+    ids = ranking["task_id"].to_numpy()
+    row = ranking.iloc[find_item(ids, str(item))]
+    item_id = _plain(row["task_id"])
+    stored = archive[archive["item"] == item_id]
+    if not len(stored):
+        raise InputError(
+            f"item {item_id} was not flagged by the audit in {report_dir} (rank {int(row['rank'])} of "
+            f"{len(ranking)}); its explain.parquet covers the {facts.get('n_flagged', '?')} flagged items. "
+            "Explain it by refitting: drop --from and name the project (--url, --project) or the file"
+        )
+    table = pd.concat(
+        [stored[stored["role"] == role].sort_values("position").head(top) for role in ("supports", "opposes")]
+    )
+    method = facts.get("method", "self_influence")
+    score = float(row["self_influence"]) if "self_influence" in row.index else float("nan")
+    rank = None
+    if "self_influence" in ranking.columns:
+        rank = int((ranking["self_influence"].to_numpy(dtype=float) > score).sum()) + 1
+    notes = []
+    if str(row.get("tier", "") or ""):
+        supported = bool(row.get("supported_only_by_flagged", False))
+        notes.append(
+            f"tier: {row['tier']}"
+            + ("; its strongest support comes only from other flagged items" if supported else "")
+            + (f"; ranked {int(row['rank'])} by {method}" if method != "self_influence" else "")
+        )
+    stored_top = int(stored.groupby("role").size().max())
+    if top > stored_top:
+        notes.append(f"(the audit kept {stored_top} supporting and opposing items per flagged item)")
+    notes.append(f"(from the audit report in {report_dir}, {facts.get('generated', '')}: no refit)")
+    return format_explanation(
+        item_id,
+        str(row["current_label"]),
+        str(row["suggested_label"]),
+        float(row["predicted_probability"]),
+        score,
+        rank,
+        len(ranking),
+        table,
+        flagged=set(_plain(value) for value in ranking.loc[ranking["flagged"].astype(bool), "task_id"]),
+        task_url=facts.get("task_url"),
+        notes=tuple(notes),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel explain``; prints the explanation."""
     from relabel.commands.data_source import load_items
-    from relabel.report import explanations_for
+    from relabel.commands.options import show_progress
+    from relabel.report import explanations_for, task_url_template
     from relabel.scorer import SuspicionScorer
     from relabel.selection import suspicion_ranks
 
     if args.top < 1:
         raise InputError(f"--top must be at least 1; got {args.top}")
+    if args.from_dir is not None:
+        if args.data is not None or args.dataset is not None or args.project is not None:
+            raise InputError(
+                "--from DIR explains from an audit's report folder: give no file, --dataset or --project"
+            )
+        print(explain_from_report(args.from_dir, str(args.item), args.top))
+        return 0
     items = load_items(args, model=args.model)
     ids = np.asarray(items.dataset.ids)
     classes = [str(name) for name in items.dataset.classes]
@@ -123,9 +223,9 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if items.image_shape is not None:
         options["image_shape"] = items.image_shape
-    scorer = SuspicionScorer(model=args.model, l2=args.l2, seed=args.seed, **options).fit(
-        items.X, items.y, classes=list(range(len(classes)))
-    )
+    scorer = SuspicionScorer(
+        model=args.model, l2=args.l2, seed=args.seed, progress=show_progress(args), **options
+    ).fit(items.X, items.y, classes=list(range(len(classes))))
     if scorer.solver_name == "exact":  # all n self-influences cost one pass of triangular solves
         all_self_influence = scorer.self_influence()
         item_self_influence = float(all_self_influence[position])
@@ -148,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
             item_rank,
             len(ids),
             table,
+            task_url=task_url_template(items.dataset.source),
         )
     )
     return 0

@@ -9,6 +9,7 @@ Deprecated spellings still accepted for one release (with a note on stderr): ``-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -111,6 +112,50 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
         "--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"
     )
     parser.add_argument("--no-progress", action="store_true", dest="no_progress", help=argparse.SUPPRESS)
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``: print one JSON object (the summary's numbers and URLs) on stdout instead of text."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        dest="json",
+        help="print one JSON object with the summary's numbers and URLs on stdout instead of text",
+    )
+
+
+def print_json(payload: Any) -> None:
+    """Print ``payload`` as one JSON object on stdout (numpy scalars, paths, dataclasses as plain values)."""
+    print(json.dumps(_finite(payload), default=_json_default, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    """NaN and ±inf → None (strict JSON), recursively through dicts and lists."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

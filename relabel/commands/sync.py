@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 from relabel.commands.options import (
     CONNECTION_HELP,
     add_connection_options,
+    add_json_option,
     add_progress_options,
     connector_from_args,
+    print_json,
     show_progress,
 )
 
@@ -42,6 +45,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_options(parser)
+    add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
 
@@ -50,5 +54,17 @@ def run(args: argparse.Namespace) -> int:
     """Run ``relabel sync``; returns the exit code."""
     connector = connector_from_args(args)
     result = connector.sync(args.project, control=args.control, progress=show_progress(args))
-    print(result.summary())
+    if args.json:
+        from relabel.commands.undo import project_url
+
+        print_json(
+            {
+                "command": "sync",
+                **asdict(result),
+                "source_project_url": project_url(connector, result.source_project_id),
+                "review_project_url": project_url(connector, result.review_project_id),
+            }
+        )
+    else:
+        print(result.summary())
     return 0

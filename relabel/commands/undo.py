@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
-from relabel.commands.options import CONNECTION_HELP, add_connection_options, connector_from_args
+from relabel.commands.options import (
+    CONNECTION_HELP,
+    add_connection_options,
+    add_json_option,
+    add_progress_options,
+    connector_from_args,
+    print_json,
+)
 
 UNDO_EPILOG = (
     """
@@ -39,11 +47,24 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="delete the review project even if it holds reviewer decisions not yet synced",
     )
+    add_json_option(parser)
+    add_progress_options(parser)  # accepted by every command; undo draws no progress bar
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel undo``; returns the exit code."""
-    result = connector_from_args(args).undo(args.project, force=args.force)
-    print(result.summary())
+    connector = connector_from_args(args)
+    result = connector.undo(args.project, force=args.force)
+    if args.json:
+        print_json({"command": "undo", **asdict(result), "project_url": project_url(connector, args.project)})
+    else:
+        print(result.summary())
     return 1 if result.left_alone else 0
+
+
+def project_url(connector: Any, project_id: int | None) -> str | None:
+    """The project's page in Label Studio (``{url}/projects/{id}/``), or None without an id."""
+    if project_id is None:
+        return None
+    return f"{str(connector.url).rstrip('/')}/projects/{int(project_id)}/"
