@@ -64,6 +64,7 @@ class FlaggedItem:
     probability: the model's probability of the suggested label, in [0, 1] (None when unknown). Label
                Studio shows a prediction's ``score`` as the model's confidence in it, so this, not the
                suspicion, is what goes there.
+    tier:      the triage tier (``likely error``, ``ambiguous``, ``review``; see :mod:`relabel.triage`).
     """
 
     task_id: int
@@ -72,3 +73,4 @@ class FlaggedItem:
     suggested: str
     current: str | None = None
     probability: float | None = None
+    tier: str | None = None

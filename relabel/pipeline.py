@@ -1,4 +1,4 @@
-"""One audit, end to end: pull → featurize → fit → score → select → push → report.
+"""One audit, end to end: pull → featurize → fit → score → select (and triage) → push → report.
 
 Each stage is one call into the module that owns it (the connector's ``pull``,
 :func:`relabel.featurizers.featurize`, :class:`relabel.scorer.SuspicionScorer`, :mod:`relabel.selection`,
@@ -41,6 +41,8 @@ class AuditResult:
     url:              where to look in the browser (the view or the review project).
     seconds:          wall-clock seconds per stage: pull, featurize, fit, score, push, report.
     report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if any.
+    triage:           the flagged items' tiers and the estimated number of label errors
+                      (:class:`relabel.triage.Triage`).
     """
 
     project_id: int
@@ -57,6 +59,7 @@ class AuditResult:
     report_path: Path | None = None
     dataset: LabeledDataset | None = None
     scorer: Any = None
+    triage: Any = None
 
     @property
     def n_flagged(self) -> int:
@@ -173,12 +176,17 @@ def audit_dataset(
     that may not be flagged (the nightly run's reviewed items); the next items in rank order take their
     places. ``report_title``: the report's title; ``report_summary``: flagged task ids → extra lines for the
     report's summary."""
+    from relabel.report import ARCHIVE_TOP
     from relabel.selection import flagged_items, number_to_flag, ranking_table
+    from relabel.triage import triage_audit
 
     seconds = {} if seconds is None else seconds
     scorer, scores, n_features = score_dataset(dataset, settings, seconds, progress)
     n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
     table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
+    with stage_timer(seconds, "triage"):
+        triage = triage_audit(table, dataset, scorer, explain_top=max(settings.explain_top, ARCHIVE_TOP))
+    table = triage.table
     items = flagged_items(table)
     push_result = None
     if push:
@@ -205,6 +213,7 @@ def audit_dataset(
                 method=settings.method,
                 n_flagged=len(items),
                 explain_top=settings.explain_top,
+                triage=triage,
                 title=report_title,
                 summary=None if report_summary is None else report_summary([item.task_id for item in items]),
             )
@@ -225,4 +234,5 @@ def audit_dataset(
         report_path=report_path,
         dataset=dataset,
         scorer=scorer,
+        triage=triage,
     )

@@ -130,6 +130,7 @@ def flagged_items(table: pd.DataFrame) -> list[FlaggedItem]:
             suggested=str(row.suggested_label),
             current=None if _missing(row.current_label) else str(row.current_label),
             probability=float(row.predicted_probability),
+            tier=str(row.tier) if "tier" in flagged.columns and row.tier else None,
         )
         for position, row in enumerate(flagged.itertuples(index=False), start=1)
     ]

@@ -27,10 +27,10 @@ puts an already-labelled task back in the labeling stream):
       labeling config plus one ``Text`` tag showing relabel's note (``$relabel_note``);
     * one task per flagged source task, created in rank order, with the source task's data plus
       ``relabel_source_task``, ``relabel_rank``, ``relabel_score``, ``relabel_suggested``,
-      ``relabel_probability``, ``relabel_current`` and ``relabel_note``, and the model's suggested label
-      pre-filled as a prediction (model_version ``relabel-suggestion``, set as the review project's model
-      version so that Label Studio pre-fills the labeling form with it; its ``score`` is the model's
-      probability of that label).
+      ``relabel_probability``, ``relabel_tier``, ``relabel_current`` and ``relabel_note``, and the model's
+      suggested label pre-filled as a prediction (model_version ``relabel-suggestion``, set as the review
+      project's model version so that Label Studio pre-fills the labeling form with it; its ``score`` is
+      the model's probability of that label).
 
     A re-run keeps every review task a reviewer touched (annotation, skip or draft), never creates a second
     task for the same source task, and replaces the untouched ones so that the queue is again in rank order.
@@ -85,6 +85,7 @@ RELABEL_DATA_KEYS = (
     "relabel_score",
     "relabel_suggested",
     "relabel_probability",
+    "relabel_tier",
     "relabel_current",
     "relabel_note",
 )
@@ -379,9 +380,12 @@ def review_task_meta(item: FlaggedItem, current: str | None) -> dict[str, Any]:
         "relabel_score": round_score(item.score),
         "relabel_suggested": item.suggested,
         "relabel_probability": None if item.probability is None else round_score(item.probability),
+        "relabel_tier": item.tier,
         "relabel_current": current,
         "relabel_note": (
-            f"relabel rank {item.rank} (suspicion {item.score:.2f}): current label {shown}; "
+            f"relabel rank {item.rank} (suspicion {item.score:.2f}"
+            + ("" if item.tier is None else f", {item.tier}")
+            + f"): current label {shown}; "
             f"the model suggests {item.suggested}"
             + ("" if item.probability is None else f" (p = {item.probability:.2f})")
             + " (pre-filled: submit to accept it, or pick another label)"
