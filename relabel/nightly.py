@@ -584,10 +584,10 @@ def _details(result: Any, new_flags: int, bookkeeping: ReviewBookkeeping) -> str
 
 
 def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())  # one line
+    """One log line with every secret hidden (:func:`connectors.label_studio.client.redact`)."""
+    from connectors.label_studio.client import redact
+
+    return " ".join(redact(text, secrets).split())  # one line
 
 
 def run_nightly(
