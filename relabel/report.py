@@ -5,6 +5,9 @@ flagged, a plot of the suspicion scores, and the flagged items in rank order wit
 text snippet, the given and the suggested label, every method's score, and the training items that most
 support and most oppose each item's current label (:meth:`relabel.SuspicionScorer.explain`).
 
+Files are created with mode 0600 in a folder created 0700 (they hold annotator e-mails and task text), and
+``ranking.csv`` cannot start a spreadsheet formula (:mod:`relabel.output`).
+
 Self-contained: every image is inlined as a ``data:image/png;base64`` URI and the CSS is inline, so the file
 can be mailed or opened from a shared folder with no network access (no CDN, no script).
 
@@ -242,8 +245,9 @@ def write_report(
     a PNG file path) shown above the table; with ``score_plot`` a score-by-rank plot is added first.
     The HTML table shows the top ``max(n_flagged, …)`` items up to ``max_rows``.
     """
-    directory = Path(report_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    from relabel.output import private_folder, write_private_text
+
+    directory = private_folder(report_dir, "report folder")
     ranking = _ranked(ranking, method, id_column)
     if n_flagged is None:
         n_flagged = int(ranking["flagged"].sum()) if "flagged" in ranking.columns else min(20, len(ranking))
@@ -271,7 +275,7 @@ def write_report(
         + _table_block(_header_cells(score_columns), rows_html)
         + "</body></html>\n"
     )
-    paths["report_html"].write_text(page, encoding="utf-8")
+    write_private_text(paths["report_html"], page)
     return paths
 
 
@@ -289,15 +293,18 @@ def _ranked(ranking: pd.DataFrame, method: str, id_column: str) -> pd.DataFrame:
 
 
 def _write_tables(directory: Path, ranking: pd.DataFrame) -> dict[str, Path]:
-    """Write every row of ``ranking`` to ``ranking.csv`` and ``ranking.parquet`` (no index); returns the
-    paths of those two and of the ``report.html`` still to be written."""
+    """Write every row of ``ranking`` to ``ranking.csv`` (spreadsheet-safe text) and ``ranking.parquet`` (no
+    index; both mode 0600, see :mod:`relabel.output`); returns the paths of those two and of the
+    ``report.html`` still to be written."""
+    from relabel.output import write_csv, write_parquet
+
     paths = {
         "ranking_csv": directory / "ranking.csv",
         "ranking_parquet": directory / "ranking.parquet",
         "report_html": directory / "report.html",
     }
-    ranking.to_csv(paths["ranking_csv"], index=False)
-    ranking.to_parquet(paths["ranking_parquet"], index=False)
+    write_csv(ranking, paths["ranking_csv"])
+    write_parquet(ranking, paths["ranking_parquet"])
     return paths
 
 
