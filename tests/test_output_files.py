@@ -158,3 +158,64 @@ def test_nightly_report_dir_cannot_escape_or_hold_other_placeholders(report_dir:
         )
     project = ProjectConfig(name="p.v2", url="http://x", project=7, report_dir="reports/{name}-{project}")
     assert project.report_path() == Path("reports/p.v2-7")
+
+
+# ------------------------------------------------------------------------------------- audit --report
+def audit_with_fake(monkeypatch: pytest.MonkeyPatch) -> tuple[object, int]:
+    import relabel.commands.audit as audit_command
+
+    client, project_id, _, _ = seeded()
+    monkeypatch.setattr(audit_command, "connector_from_args", lambda _: LabelStudioConnector(client=client))
+    return client, project_id
+
+
+def relabel_predictions(client: object, project_id: int) -> list[dict]:
+    predictions = client.list_predictions(project_id)  # type: ignore[attr-defined]
+    return [p for p in predictions if p["model_version"].startswith("relabel-")]
+
+
+def test_audit_report_failure_after_the_push_still_prints_the_summary_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import relabel.report
+
+    client, project_id = audit_with_fake(monkeypatch)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(relabel.report, "write_audit_report", full_disk)
+    code = main(
+        ["audit", "--project", str(project_id), "--top", "5", "--report", str(tmp_path / "r"), "--quiet"]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "flagged the top 5 items" in captured.out and "open: " in captured.out
+    assert captured.err.count("\n") == 1 and "warning: the report was not written" in captured.err
+    assert "No space left on device" in captured.err and "Traceback" not in captured.err
+    assert len(relabel_predictions(client, project_id)) == 5  # the push happened and is reported
+
+
+def test_audit_report_folder_that_cannot_be_created_is_refused_before_the_pull(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, project_id = audit_with_fake(monkeypatch)
+    exports_before = client.calls.get("export_tasks", 0)  # type: ignore[attr-defined]
+    (tmp_path / "afile").write_text("")
+    code = main(["audit", "--project", str(project_id), "--report", str(tmp_path / "afile" / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--report" in err
+    assert relabel_predictions(client, project_id) == []
+    assert client.calls.get("export_tasks", 0) == exports_before  # type: ignore[attr-defined]
+
+
+def test_audit_writes_the_report_itself_and_names_it_in_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, project_id = audit_with_fake(monkeypatch)
+    report = tmp_path / "report"
+    assert (
+        main(["audit", "--project", str(project_id), "--top", "3", "--report", str(report), "--quiet"]) == 0
+    )
+    assert f"report written to {report / 'report.html'}" in capsys.readouterr().out
+    assert {path.name for path in report.iterdir()} == {"report.html", "ranking.csv", "ranking.parquet"}
