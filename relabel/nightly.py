@@ -73,7 +73,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from relabel.errors import InputError, RelabelError
-from relabel.output import append_private_line, private_folder, write_private_text
+from relabel.output import append_private_line, check_writable_folder, private_folder, write_private_text
 from relabel.settings import AuditSettings
 
 EXIT_OK = 0
@@ -628,6 +628,8 @@ def run_nightly(
     stream = stream or sys.stdout
     try:
         config = NightlyConfig.load(config_path)
+        if config.log_file is not None:  # before any project runs, not after the first push
+            check_writable_folder(config.log_file.parent, "log_file")
     except RelabelError as error:
         print(f"relabel-nightly: error: {error}", file=stream, flush=True)
         return EXIT_BAD_CONFIG
@@ -665,4 +667,7 @@ def run_nightly(
     except LockedError as error:
         log(f"{_now()} relabel-nightly status=locked {error}")
         return EXIT_LOCKED
+    except RelabelError as error:  # state_dir or log_file cannot be created or written
+        print(f"relabel-nightly: error: {_redact(str(error), [])}", file=stream, flush=True)
+        return EXIT_BAD_CONFIG
     return EXIT_PROJECT_FAILED if failures else EXIT_OK

@@ -219,3 +219,25 @@ def test_audit_writes_the_report_itself_and_names_it_in_the_summary(
     )
     assert f"report written to {report / 'report.html'}" in capsys.readouterr().out
     assert {path.name for path in report.iterdir()} == {"report.html", "ranking.csv", "ranking.parquet"}
+
+
+@pytest.mark.parametrize("where", ["state_dir", "log_file"])
+def test_nightly_state_dir_or_log_that_cannot_be_created_is_one_line_exit_2(
+    tmp_path: Path, where: str
+) -> None:
+    client, project_id, _, _ = seeded()
+    connector = LabelStudioConnector(client=client)
+    (tmp_path / "afile").write_text("")
+    config = nightly_config(tmp_path, client.url, project_id)
+    text = config.read_text()
+    if where == "state_dir":
+        text = text.replace(
+            f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{tmp_path / "afile" / "s"}"'
+        )
+    else:
+        text = text.replace(str(tmp_path / "logs" / "nightly.log"), str(tmp_path / "afile" / "n.log"))
+    config.write_text(text)
+    stream, calls_before = io.StringIO(), dict(client.calls)
+    assert run_nightly(config, stream=stream, connector_factory=lambda _: connector) == EXIT_BAD_CONFIG
+    assert stream.getvalue().count("\n") == 1 and stream.getvalue().startswith("relabel-nightly: error: ")
+    assert "afile" in stream.getvalue() and client.calls == calls_before  # nothing pulled or pushed
