@@ -113,3 +113,33 @@ def test_the_server_command_line_holds_neither_the_password_nor_the_token(
         timeout=30,
     )
     assert whoami.status_code == 200
+
+
+def _forged_jwt(claims: dict) -> str:
+    import base64
+    import json
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.Zm9yZ2VkLXNpZ25hdHVyZS1mb3JnZWQ"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "0123456789abcdef0123456789abcdef01234567",  # a legacy token the server does not know
+        _forged_jwt({"token_type": "refresh", "exp": 4102444800, "jti": "x" * 16}),  # a forged PAT
+        _forged_jwt({"token_type": "refresh", "exp": 1000, "jti": "y" * 16}),  # an expired PAT
+    ],
+)
+def test_a_token_the_server_rejects_is_one_line_that_shows_no_part_of_it(
+    label_studio: LocalLabelStudio, token: str
+) -> None:
+    from connectors.label_studio import LabelStudioConnector
+
+    with pytest.raises(ConnectorError) as caught:
+        LabelStudioConnector(label_studio.url, token).pull(1)
+    message = str(caught.value)
+    assert "\n" not in message and "401" in message
+    assert not any(token[start : start + 8] in message for start in range(len(token) - 7))
