@@ -110,6 +110,7 @@ def test_a_token_file_other_users_can_read_gets_a_one_line_warning(
     warning = capsys.readouterr().err
     assert warning.count("\n") == 1 and "warning" in warning and "chmod 600" in warning
     assert not shows_part_of(warning, TOKEN)
+    assert read_api_key(path) == TOKEN and capsys.readouterr().err == ""  # once per process
 
 
 # ------------------------------------------------------------------------------------- one redaction

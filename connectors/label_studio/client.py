@@ -621,6 +621,9 @@ def parse_server_datetime(moment: str) -> datetime:
     return datetime.strptime(moment, LABEL_STUDIO_DATETIME_FORMAT).replace(tzinfo=UTC)
 
 
+_WARNED_KEY_FILES: set[str] = set()
+
+
 def read_api_key(path: str | os.PathLike[str] | None = None, env: str = API_KEY_ENV) -> str:
     """The API token from the file ``path`` (whitespace stripped) or else from ``$env``.
 
@@ -639,7 +642,8 @@ def read_api_key(path: str | os.PathLike[str] | None = None, env: str = API_KEY_
         except UnicodeDecodeError:
             raise ConnectorError(f"the API key file {path} is not text; put only the token in it") from None
         key = validate_api_key(raw, f"the API key file {path}")
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and location not in _WARNED_KEY_FILES:
+            _WARNED_KEY_FILES.add(location)  # once per process (the nightly run reads it per project)
             print(
                 f"relabel: warning: the API key file {path} can be read by other users "
                 f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}",
