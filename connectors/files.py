@@ -44,12 +44,14 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
         raise InputError(f"{path}: no such file")
     try:
         if file_format in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="," if file_format == "csv" else "\t", keep_default_na=True)
+            frame = pd.read_csv(
+                path, sep="," if file_format == "csv" else "\t", keep_default_na=True, encoding="utf-8-sig"
+            )
         elif file_format == "parquet":
             frame = pd.read_parquet(path)
         else:
             records = []
-            with path.open(encoding="utf-8") as handle:
+            with path.open(encoding="utf-8-sig") as handle:
                 for line_number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue
@@ -61,12 +63,32 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
                         raise InputError(f"{path}: line {line_number} is not a JSON object")
                     record["__line__"] = line_number
                     records.append(record)
-            frame = pd.DataFrame.from_records(records)
+            if not records:
+                raise InputError(f"{path}: the file holds no JSON records (it is empty)")
+            frame = pd.DataFrame.from_records(records, columns=None if records else ["__line__"])
     except InputError:
         raise
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path}: line {_first_line_not_utf8(path)} is not UTF-8 text; save the file as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty (no header, no rows)") from None
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise InputError(f"{path}: could not read it as {file_format} ({error})") from None
+        detail = " ".join(str(error).split())
+        raise InputError(f"{path}: could not read it as {file_format} ({detail})") from None
     return frame, file_format
+
+
+def _first_line_not_utf8(path: Path) -> int | str:
+    """The 1-based number of the first line of ``path`` that is not valid UTF-8 ("?" if none is found)."""
+    with path.open("rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return line_number
+    return "?"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -288,28 +288,33 @@ class ComparisonResult:
         return "\n".join(render)
 
     def write(self, out_dir: str | Path, stem: str = "comparison") -> dict[str, Path]:
-        """Write ``<stem>.csv`` (summary), ``<stem>_per_seed.csv``, ``<stem>_curves.csv``, ``<stem>.png``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        """Write ``<stem>.csv`` (summary), ``<stem>_per_seed.csv``, ``<stem>_curves.csv``, ``<stem>.png``
+        (mode 0600, spreadsheet-safe CSV: :mod:`relabel.output`)."""
+        from relabel.output import private_file, private_folder, write_csv
+
+        out_dir = private_folder(out_dir, "--out folder")
         paths = {
             "summary_csv": out_dir / f"{stem}.csv",
             "per_seed_csv": out_dir / f"{stem}_per_seed.csv",
             "curves_csv": out_dir / f"{stem}_curves.csv",
             "plot_png": out_dir / f"{stem}.png",
         }
-        self.summary.to_csv(paths["summary_csv"], index=False)
-        self.per_seed.to_csv(paths["per_seed_csv"], index=False)
+        write_csv(self.summary, paths["summary_csv"])
+        write_csv(self.per_seed, paths["per_seed_csv"])
         curves = pd.DataFrame({"fraction_checked": self.fractions_checked, "ideal": self.ideal_curve})
         for method, values in self.curves.items():
             curves[f"{method}_mean"] = values.mean(axis=0)
             curves[f"{method}_std"] = values.std(axis=0, ddof=1) if len(values) > 1 else np.nan
-        curves.to_csv(paths["curves_csv"], index=False)
-        plot_errors_found(self, paths["plot_png"])
+        write_csv(curves, paths["curves_csv"])
+        with private_file(paths["plot_png"]) as temporary:
+            plot_errors_found(self, temporary, file_format="png")
         self.files = paths
         return paths
 
 
-def plot_errors_found(result: ComparisonResult, path: str | Path, max_fraction: float = 0.5) -> Path:
+def plot_errors_found(
+    result: ComparisonResult, path: str | Path, max_fraction: float = 0.5, file_format: str | None = None
+) -> Path:
     """PNG: fraction of errors found vs fraction of data checked, one line per method (mean ± std band).
 
     The form of Koh & Liang's Figure 6; the x axis stops at ``max_fraction`` where the methods differ.
@@ -343,7 +348,7 @@ def plot_errors_found(result: ComparisonResult, path: str | Path, max_fraction: 
     axes.set_title(title, fontsize=10)
     axes.legend(loc="lower right", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format=file_format)
     plt.close(figure)
     return Path(path)
 

@@ -128,16 +128,33 @@ class ImagePixelFeaturizer:
 
 
 class TabularStandardizer:
-    """Numeric columns -> zero mean, unit variance per column (population standard deviation, ddof=0).
+    """Numeric columns -> robust z-scores: ``(x − median) / scale``, clipped to ``[−clip, clip]``.
 
-    Output: ``(n_rows, n_columns)`` float64 in standard-deviation units. A column that is constant in the fit
-    data maps to 0 everywhere. ``transform`` uses the fit's means and deviations and requires the same columns
-    (by name when the inputs are DataFrames).
+    Robust so that one absurd cell (``1e308`` typed by mistake) cannot erase a column, as a mean and a
+    standard deviation would (its deviation overflows, or dwarfs every other value's):
+
+    * centre: the column's median; scale: its interquartile range / 1.349 (equal to the standard deviation
+      for normal data). When the IQR is 0 (over half the values equal) the scale is the median absolute
+      deviation × 1.4826, and when that is 0 too, the median of ``|x − median|`` over the values that differ
+      from the median (a 0/1 column with 90 % zeros gets scale 1). A column with a single value maps to 0.
+      Quantiles are order statistics (``method="inverted_cdf"``: values of the column, never interpolated).
+    * overflow-free: deviations and scales are computed on halved values (``x/2 − m/2``), which cannot
+      overflow for finite inputs, and z-scores beyond ``clip`` (default 10, i.e. ten standard deviations of
+      normal data; None: no clipping) are set to ``±clip``, so the output is always finite.
+
+    Output: ``(n_rows, n_columns)`` float64. ``transform`` uses the fit's medians and scales and requires the
+    same columns (by name when the inputs are DataFrames).
     """
 
-    def __init__(self) -> None:
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
+    IQR_TO_SD = 1.349
+    MAD_TO_SD = 1.4826
+
+    def __init__(self, clip: float | None = 10.0) -> None:
+        if clip is not None and not float(clip) > 0:
+            raise InputError(f"TabularStandardizer clip must be > 0 or None; got {clip!r}")
+        self.clip = None if clip is None else float(clip)
+        self.center_: np.ndarray | None = None
+        self.half_scale_: np.ndarray | None = None
         self.columns_: list[str] | None = None
 
     def _matrix(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -162,25 +179,51 @@ class TabularStandardizer:
             )
         return matrix
 
+    @staticmethod
+    def _quantiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+        return np.quantile(values, q, axis=0, method="inverted_cdf")
+
     def fit_transform(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Learn per-column mean and standard deviation; return the standardized ``(n, d)`` float64 matrix."""
+        """Learn per-column median and robust scale; return the clipped robust z-scores (n, d), float64."""
         self.columns_ = None
         matrix = self._matrix(inputs)
         self.columns_ = list(map(str, inputs.columns)) if isinstance(inputs, pd.DataFrame) else None
-        self.mean_ = matrix.mean(axis=0)
-        deviation = matrix.std(axis=0)
-        constant = deviation <= 1e-12 * np.maximum(1.0, np.abs(self.mean_))
-        self.scale_ = np.where(constant, np.inf, deviation)  # x / inf = 0: constant columns become 0
+        if len(matrix) == 0:
+            raise InputError("Tabular inputs hold no rows")
+        q1, center, q3 = self._quantiles(matrix, [0.25, 0.5, 0.75])
+        half_scale = (q3 / 2 - q1 / 2) / self.IQR_TO_SD  # halved: cannot overflow
+        deviation = np.abs(matrix / 2 - center / 2)
+        for column in np.flatnonzero(half_scale <= 0):
+            values = deviation[:, column]
+            mad = self._quantiles(values, [0.5])[0] * self.MAD_TO_SD
+            differing = values[values > 0]
+            half_scale[column] = (
+                mad if mad > 0 else (self._quantiles(differing, [0.5])[0] if len(differing) else 0)
+            )
+        self.center_ = center
+        self.half_scale_ = np.where(half_scale > 0, half_scale, np.inf)  # x / inf = 0: single-value columns
         return self.transform(inputs)
 
     def transform(self, inputs: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` per column with the fitted statistics; ``(n, d)`` float64."""
-        if self.mean_ is None or self.scale_ is None:
+        """``clip((x − median) / scale)`` per column with the fitted statistics; (n, d) float64, finite."""
+        if self.center_ is None or self.half_scale_ is None:
             raise InputError("TabularStandardizer.transform called before fit_transform")
         matrix = self._matrix(inputs)
-        if matrix.shape[1] != len(self.mean_):
-            raise InputError(f"Tabular inputs have {matrix.shape[1]} columns; the fit had {len(self.mean_)}")
-        return (matrix - self.mean_) / self.scale_
+        if matrix.shape[1] != len(self.center_):
+            raise InputError(
+                f"Tabular inputs have {matrix.shape[1]} columns; the fit had {len(self.center_)}"
+            )
+        with np.errstate(over="ignore"):  # a huge deviation over a small scale → ±inf, clipped below
+            z = (matrix / 2 - self.center_ / 2) / self.half_scale_
+        if self.clip is not None:
+            np.clip(z, -self.clip, self.clip, out=z)
+        elif not np.isfinite(z).all():
+            row, column = np.argwhere(~np.isfinite(z))[0]
+            raise InputError(
+                f"Tabular input row {row}, column {column} is {matrix[row, column]:g}, too far from the "
+                "column's other values to scale; fix the cell or scale with clipping"
+            )
+        return z
 
 
 Featurizer = TextTfidfFeaturizer | ImagePixelFeaturizer | TabularStandardizer
@@ -200,7 +243,7 @@ def featurizer_for(kind: str, **options: Any) -> Featurizer:
 def featurize(dataset: LabeledDataset, model: str, image_size: int | None = None) -> tuple[np.ndarray, Any]:
     """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
 
-    Uses :func:`featurizer_for` (text → TF-IDF, image → pixels, tabular → standardised numbers);
+    Uses :func:`featurizer_for` (text → TF-IDF, image → pixels, tabular → robust z-scores);
     ``image_size`` overrides the image side length in pixels (e.g. 8 for sklearn-digits-like images).
     Returns the features and the ``image_shape`` (C, H, W) to hand to the CNN (None otherwise).
     """

@@ -73,6 +73,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from relabel.errors import InputError, LockedError, RelabelError
+from relabel.output import append_private_line, check_writable_folder, private_folder, write_private_text
 from relabel.settings import AuditSettings
 
 EXIT_OK = 0
@@ -84,6 +85,9 @@ DEFAULT_API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 FORBIDDEN_KEYS = ("api_key", "token", "api_token", "key", "password")
 LOCATION_KEYS = ("name", "url", "project", "report_dir", "api_key_file", "api_key_env")
 PROJECT_KEYS = frozenset(LOCATION_KEYS) | frozenset(AuditSettings.keys())
+
+
+SAFE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 
 
 @dataclass
@@ -112,16 +116,38 @@ class ProjectConfig:
             raise InputError(f"{where}: project must be an integer id; got {entry['project']!r}")
         location = {key: entry[key] for key in LOCATION_KEYS if key in entry}
         location.setdefault("name", f"project-{entry['project']}")
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(location["name"])):
-            raise InputError(
-                f"{where}: name {location['name']!r} may hold only letters, digits, '.', '_' and '-', "
-                "and may not start with '.' or '-' (it names the state file)"
-            )
         settings = AuditSettings.from_mapping(
             {key: value for key, value in entry.items() if key not in LOCATION_KEYS},
             f"{where} ({location['name']})",
         )
-        return cls(settings=settings, **location)
+        try:
+            return cls(settings=settings, **location)
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(SAFE_NAME, self.name):
+            raise InputError(
+                f"name {self.name!r} may hold only letters, digits, '.', '_' and '-', and may not start "
+                "with '.' or '-' (it names the state file and the report folder)"
+            )
+        if self.report_dir is not None:
+            self.report_path()  # refuse a bad template now, not in the middle of the run
+
+    def report_path(self) -> Path | None:
+        """``report_dir`` with ``{name}`` and ``{project}`` filled in (no other placeholder, no ``..``
+        part: a report never lands outside the folder the template names); None without ``report_dir``."""
+        if self.report_dir is None:
+            return None
+        template = str(self.report_dir)
+        filled = template.replace("{name}", self.name).replace("{project}", str(int(self.project)))
+        if "{" in filled or "}" in filled:
+            raise InputError(
+                f"report_dir {template!r}: only {{name}} and {{project}} may be filled in (no other braces)"
+            )
+        if ".." in Path(filled).parts or ".." in Path(template).parts:
+            raise InputError(f"report_dir {template!r} may not hold a '..' part")
+        return Path(filled).expanduser()
 
     def settings_fingerprint(self) -> str:
         """A hash of what changes which items are flagged (the audit settings, the project), not of logs."""
@@ -248,7 +274,7 @@ class ProjectState:
         )
 
     def save(self) -> None:
-        """Write atomically (temporary file + rename), so a crash never leaves half a state file."""
+        """Write atomically (temporary file + rename; mode 0600): a crash never leaves half a state file."""
         payload = {
             "items": self.items,
             "data_fingerprint": self.data_fingerprint,
@@ -258,9 +284,7 @@ class ProjectState:
             "server_watermark": self.server_watermark,
             "task_number": self.task_number,
         }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
-        os.replace(temporary, self.path)
+        write_private_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
 
 def _label_records(dataset: Any) -> dict[str, dict[str, Any]]:
@@ -325,9 +349,9 @@ def nightly_lock(state_dir: Path) -> Iterator[Path]:
     Raises :class:`LockedError` when another process (or another open of the file) holds it. The lock is
     released by the kernel when the process dies, so a crashed run never blocks the next one.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(state_dir, "state_dir")
     path = state_dir / LOCK_FILE_NAME
-    handle = open(path, "a+")  # noqa: SIM115 (held for the whole block)
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -463,9 +487,7 @@ def _run_pipeline(
 
     bookkeeping = update_reviews(state, records, now)
     previously = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
-    report_dir = (
-        project.report_dir.format(name=project.name, project=project.project) if project.report_dir else None
-    )
+    report_dir = project.report_path()
     result = audit_dataset(
         connector,
         project.project,
@@ -583,10 +605,10 @@ def _details(result: Any, new_flags: int, bookkeeping: ReviewBookkeeping) -> str
 
 
 def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())  # one line
+    """One log line with every secret hidden (:func:`connectors.label_studio.client.redact`)."""
+    from connectors.label_studio.client import redact
+
+    return " ".join(redact(text, secrets).split())  # one line
 
 
 def run_nightly(
@@ -605,6 +627,8 @@ def run_nightly(
     stream = stream or sys.stdout
     try:
         config = NightlyConfig.load(config_path)
+        if config.log_file is not None:  # before any project runs, not after the first push
+            check_writable_folder(config.log_file.parent, "log_file")
     except RelabelError as error:
         print(f"relabel-nightly: error: {error}", file=stream, flush=True)
         return EXIT_BAD_CONFIG
@@ -612,9 +636,7 @@ def run_nightly(
     def log(line: str) -> None:
         print(line, file=stream, flush=True)
         if config.log_file is not None:
-            config.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(config.log_file, "a") as handle:
-                handle.write(line + "\n")
+            append_private_line(config.log_file, line)
 
     try:
         with nightly_lock(config.state_dir):
@@ -644,4 +666,7 @@ def run_nightly(
     except LockedError as error:
         log(f"{_now()} relabel-nightly status=locked {error}")
         return EXIT_LOCKED
+    except RelabelError as error:  # state_dir or log_file cannot be created or written
+        print(f"relabel-nightly: error: {_redact(str(error), [])}", file=stream, flush=True)
+        return EXIT_BAD_CONFIG
     return EXIT_PROJECT_FAILED if failures else EXIT_OK

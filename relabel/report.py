@@ -14,6 +14,9 @@ Self-contained: every image is inlined as a ``data:image/png;base64`` URI, the C
 JavaScript (the filters) are inline, so the file can be mailed or opened from a shared folder with no network
 access (no CDN, no external resource; the only URLs are the links to Label Studio tasks).
 
+Files are created with mode 0600 in a folder created 0700 (they hold annotator e-mails and task text), and
+``ranking.csv`` cannot start a spreadsheet formula (:mod:`relabel.output`).
+
 Explanations: influence(j → i) = g_jᵀ H⁻¹ g_i (see :mod:`relabel.influence.base`); > 0 means training item
 j *supports* item i's current label (removing j would raise i's loss by ≈ influence/n nats), < 0 that it
 *opposes* it.
@@ -268,8 +271,9 @@ def write_report(
     :class:`relabel.triage.ErrorEstimate` for the per-class error estimate (else the ``estimated_error``
     column is counted, when present). The HTML table shows the flagged items up to ``max_rows``.
     """
-    directory = Path(report_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    from relabel.output import private_folder, write_private_text
+
+    directory = private_folder(report_dir, "report folder")
     ranking = _ranked(ranking, method, id_column)
     if n_flagged is None:
         n_flagged = int(ranking["flagged"].sum()) if "flagged" in ranking.columns else min(20, len(ranking))
@@ -321,7 +325,7 @@ def write_report(
         + f"<script>{SCRIPT}</script>\n"
         + "</body></html>\n"
     )
-    paths["report_html"].write_text(page, encoding="utf-8")
+    write_private_text(paths["report_html"], page)
     return paths
 
 
@@ -372,15 +376,18 @@ def _ranked(ranking: pd.DataFrame, method: str, id_column: str) -> pd.DataFrame:
 
 
 def _write_tables(directory: Path, ranking: pd.DataFrame) -> dict[str, Path]:
-    """Write every row of ``ranking`` to ``ranking.csv`` and ``ranking.parquet`` (no index); returns the
-    paths of those two and of the ``report.html`` still to be written."""
+    """Write every row of ``ranking`` to ``ranking.csv`` (spreadsheet-safe text) and ``ranking.parquet`` (no
+    index; both mode 0600, see :mod:`relabel.output`); returns the paths of those two and of the
+    ``report.html`` still to be written."""
+    from relabel.output import write_csv, write_parquet
+
     paths = {
         "ranking_csv": directory / "ranking.csv",
         "ranking_parquet": directory / "ranking.parquet",
         "report_html": directory / "report.html",
     }
-    ranking.to_csv(paths["ranking_csv"], index=False)
-    ranking.to_parquet(paths["ranking_parquet"], index=False)
+    write_csv(ranking, paths["ranking_csv"])
+    write_parquet(ranking, paths["ranking_parquet"])
     return paths
 
 

@@ -2,8 +2,12 @@
 
 Label Studio 1.23 as it behaves in practice (found by experiment, see the notes in each method):
 
-* ``label-studio start --username U --password P --user-token T`` creates the user on a fresh data dir;
-  on a data dir that already holds the user the flags are ignored (the stored password/token stay).
+* ``label-studio start`` with ``LABEL_STUDIO_USERNAME``, ``LABEL_STUDIO_PASSWORD`` and
+  ``LABEL_STUDIO_USER_TOKEN`` in its environment creates that user on a fresh data dir (``server.py``'s
+  ``_create_user`` reads them through ``get_env``, exactly as it reads ``--username``/``--password``/
+  ``--user-token``); on a data dir that already holds the user they are ignored (the stored password/token
+  stay). The secrets go through the environment, not the command line: ``/proc/<pid>/cmdline`` (``ps``) is
+  readable by every user, ``/proc/<pid>/environ`` only by the server's own user.
 * The organisation's *legacy* API tokens (``Authorization: Token T``) are refused with 401 ("legacy token
   authentication has been disabled for this organization") unless the organisation was created with
   ``--enable-legacy-api-token`` or an admin turns them on with ``POST /api/jwt/settings``
@@ -251,12 +255,6 @@ class LocalLabelStudio:
             HOST,
             "--port",
             str(self.port),
-            "--username",
-            self.username,
-            "--password",
-            self.password,
-            "--user-token",
-            self.user_token,
             "--enable-legacy-api-token",
         ]
         environment = dict(os.environ)
@@ -269,6 +267,10 @@ class LocalLabelStudio:
                 "SENTRY_DSN": "",
                 "FRONTEND_SENTRY_DSN": "",
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+                # The admin's credentials: through the environment, never on the command line (ps).
+                "LABEL_STUDIO_USERNAME": self.username,
+                "LABEL_STUDIO_PASSWORD": self.password,
+                "LABEL_STUDIO_USER_TOKEN": self.user_token,
             }
         )
         # The project's virtualenv must not leak into the server's interpreter.
@@ -414,6 +416,10 @@ class LocalLabelStudio:
         for this data dir is stored and returned on every later call, across restarts and ``reuse``.
         """
         if self._personal_access_token:
+            return self._personal_access_token
+        stored = (self._read_state() or {}).get("personal_access_token")
+        if stored:  # minted meanwhile by another handle on this data dir (e.g. one that adopted the server)
+            self._personal_access_token = str(stored)
             return self._personal_access_token
         session = self.login_session()
         response = session.post(f"{self.url}/api/token/", timeout=30)

@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 import relabel
-from relabel.errors import ConvergenceError
+from relabel.errors import ConvergenceError, InputError
 from relabel.influence.exact import ExactLogisticSolver, LogisticGradients, logistic_hessian
 from relabel.logistic import fit_logistic
 from tests.reference import brute_force_logistic_influence
@@ -134,3 +134,56 @@ def test_unconverged_fit_refuses_to_score() -> None:
     X, y = random_problem(100, 5, 3, seed=6)
     with pytest.raises(ConvergenceError, match="gradient norm"):
         fit_logistic(X, y, 3, l2=1e-3, max_lbfgs_iterations=2, max_newton_steps=0)
+
+
+# ------------------------------------------------------------------------------------- memory budget
+def test_the_exact_solver_refuses_a_hessian_over_its_memory_budget_before_allocating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import relabel.influence.exact as exact
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Hessian was allocated")
+
+    X, y = random_problem(60, 5, 3, 0)
+    gradients = LogisticGradients(X, y, fit_logistic(X, y, 3, l2=1e-2))
+    monkeypatch.setattr(exact, "logistic_hessian", must_not_run)
+    with pytest.raises(InputError, match=r"over its 0\.0 GiB budget") as caught:
+        ExactLogisticSolver(gradients, memory_budget_bytes=1000)
+    message = str(caught.value)
+    assert "\n" not in message and "fewer features" in message and "--model mlp" in message
+    assert "RELABEL_EXACT_MEMORY_GIB" in message
+
+
+def test_a_ten_class_text_sized_problem_is_refused_with_the_default_budget_and_allowed_by_the_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from relabel.influence.exact import DEFAULT_MEMORY_BUDGET_BYTES, check_memory_budget, exact_solver_bytes
+
+    n_classes, n_terms = 10, 5000  # p = 10 · 5,001 = 50,010: H alone is 20 GB
+    fit = SimpleNamespace(
+        Theta=np.zeros((n_terms + 1, n_classes)), n_classes=n_classes, n_parameters=n_classes * (n_terms + 1)
+    )
+    gradients = LogisticGradients(np.zeros((12, n_terms)), np.arange(12) % n_classes, fit)  # type: ignore[arg-type]
+    assert exact_solver_bytes(gradients.n_parameters, n_classes) > 8 * 50_010**2 > DEFAULT_MEMORY_BUDGET_BYTES
+    monkeypatch.delenv("RELABEL_EXACT_MEMORY_GIB", raising=False)
+    with pytest.raises(
+        InputError, match=r"≈38\.3 GiB for its 50,010 × 50,010 Hessian.*over its 4\.0 GiB budget"
+    ):
+        check_memory_budget(gradients, chunk_size=1024)
+    monkeypatch.setenv("RELABEL_EXACT_MEMORY_GIB", "64")
+    check_memory_budget(gradients, chunk_size=1024)  # allowed: the user says the machine has the memory
+    monkeypatch.setenv("RELABEL_EXACT_MEMORY_GIB", "lots")
+    with pytest.raises(InputError, match="positive number of GiB"):
+        check_memory_budget(gradients, chunk_size=1024)
+
+
+def test_rank_on_too_many_features_is_an_input_error_not_an_out_of_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RELABEL_EXACT_MEMORY_GIB", "0.01")  # ≈ 10 MiB: p = 3 · 601 needs ≈ 58 MiB
+    X, y = random_problem(40, 600, 3, 0)
+    with pytest.raises(InputError, match="use fewer features"):
+        relabel.rank(X, y, methods=("self_influence",))

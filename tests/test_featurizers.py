@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -79,18 +80,59 @@ def test_image_pixels_bad_bytes() -> None:
         ImagePixelFeaturizer().fit_transform([png_bytes((1, 2, 3)), b"not an image"])
 
 
-def test_tabular_standardizer_zero_mean_unit_variance_constant_column_zero() -> None:
-    frame = pd.DataFrame(
-        {"a": [1.0, 2.0, 3.0, 4.0], "b": [10.0, 10.0, 10.0, 10.0], "c": [0.0, 0.0, 1.0, 5.0]}
-    )
+def test_tabular_standardizer_robust_z_scores_constant_column_zero() -> None:
+    frame = pd.DataFrame({"a": np.arange(1.0, 9.0), "b": [10.0] * 8, "c": [0.0] * 6 + [1.0, 5.0]})
     standardizer = TabularStandardizer()
     features = standardizer.fit_transform(frame)
-    assert features.shape == (4, 3) and features.dtype == np.float64
-    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(features[:, [0, 2]].std(axis=0), 1.0)
-    np.testing.assert_array_equal(features[:, 1], 0.0)
-    new = standardizer.transform(pd.DataFrame({"a": [2.5], "b": [99.0], "c": [0.0]}))
+    assert features.shape == (8, 3) and features.dtype == np.float64
+    # a: median 4 (the lower middle value), IQR 6 − 2 = 4 → scale 4 / 1.349
+    np.testing.assert_allclose(features[:, 0], (frame["a"] - 4.0) / (4.0 / 1.349))
+    np.testing.assert_array_equal(features[:, 1], 0.0)  # a single value → 0
+    # c: IQR 0 and MAD 0 → the median |x − median| of the values that differ, lower of (1, 5) = 1
+    np.testing.assert_allclose(features[:, 2], [0.0] * 6 + [1.0, 5.0])
+    new = standardizer.transform(pd.DataFrame({"a": [4.0], "b": [99.0], "c": [0.0]}))
     assert new[0, 0] == pytest.approx(0.0) and new[0, 1] == 0.0
+
+
+def test_tabular_standardizer_is_close_to_mean_and_sd_on_normal_data() -> None:
+    values = np.random.default_rng(0).normal(5.0, 3.0, size=(20_000, 1))
+    features = TabularStandardizer().fit_transform(values)
+    assert abs(features.mean()) < 0.03 and abs(features.std() - 1.0) < 0.03
+
+
+@pytest.mark.parametrize("absurd", [1e308, -1e308, 1e160, 1e20])
+def test_one_absurd_cell_neither_overflows_nor_erases_its_column(absurd: float) -> None:
+    from scipy.stats import spearmanr
+
+    from relabel.scorer import rank
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    flipped = rng.choice(200, 10, replace=False)
+    y[flipped] = 1 - y[flipped]
+    clean = pd.DataFrame(X, columns=["a", "b", "c"])
+    bad = clean.copy()
+    bad.loc[5, "a"] = absurd  # the informative column
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow / invalid-value RuntimeWarning
+        clean_features = TabularStandardizer().fit_transform(clean)
+        bad_features = TabularStandardizer().fit_transform(bad)
+    assert np.isfinite(bad_features).all() and np.abs(bad_features).max() <= 10.0
+    assert bad_features[5, 0] == np.sign(absurd) * 10.0  # clipped, not inf
+    np.testing.assert_allclose(
+        np.delete(bad_features, 5, axis=0), np.delete(clean_features, 5, axis=0), rtol=0.05, atol=0.05
+    )
+    scores = [
+        rank(F, y, methods=("self_influence",))["self_influence"] for F in (clean_features, bad_features)
+    ]
+    assert spearmanr(*scores).statistic >= 0.95  # std scaling: column a became 0 and Spearman 0.20
+
+
+def test_tabular_standardizer_without_clipping_refuses_a_value_it_cannot_scale() -> None:
+    values = np.array([[0.0], [1e-300], [2e-300], [1e308]])
+    with pytest.raises(InputError, match="row 3, column 0 is 1e\\+308, too far"):
+        TabularStandardizer(clip=None).fit_transform(values)
 
 
 def test_tabular_errors() -> None:

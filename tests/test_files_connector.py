@@ -119,3 +119,51 @@ def test_duplicate_ids_and_unsupported_type(tmp_path: Path) -> None:
         load_file_dataset(tmp_path / "rows.xlsx", label_column="label")
     with pytest.raises(InputError, match="no such file"):
         load_file_dataset(tmp_path / "missing.csv", label_column="label")
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_jsonl_file_is_one_line_not_a_traceback(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match="holds no JSON records"):
+        load_file_dataset(path, label_column="label")
+
+
+def test_an_empty_csv_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(InputError, match="the file is empty"):
+        load_file_dataset(path, label_column="label")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"latin1{suffix}"
+    if suffix == ".jsonl":
+        text = '{"text": "ok", "label": "a"}\n{"text": "café", "label": "b"}\n'
+    else:
+        text = "id,text,label\n1,ok,a\n2,café,b\n".replace(",", "," if suffix == ".csv" else "\t")
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(
+        InputError, match=rf"line {2 if suffix == '.jsonl' else 3} is not UTF-8 text"
+    ) as caught:
+        load_file_dataset(path, label_column="label", text_column="text")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffid,x,label\n1,0.5,a\n2,0.7,b\n".encode())
+    assert load_file_dataset(path, label_column="label", id_column="id").ids.tolist() == [1, 2]
+
+
+def test_compare_on_a_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relabel.cli import main
+
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("".join(f"{i},café {i},{'ab'[i % 2]}\n" for i in range(40)).encode("latin-1"))
+    code = main(["compare", str(path), "--text-column", "text", "--out", str(tmp_path / "c"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not UTF-8" in err and not (tmp_path / "c").exists()

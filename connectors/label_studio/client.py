@@ -12,7 +12,9 @@ the SDK has no call for it; each such method says why.
 
 Errors: every failure becomes a :class:`relabel.errors.ConnectorError` whose message is one line (what
 failed, what to do) and never contains the token: the SDK's own exception text (which prints headers and
-bodies) is never shown.
+bodies) is never shown, and what is shown goes through :func:`redact` (the one redaction function, also
+used by the nightly log). A token is checked when it enters (:func:`validate_api_key`: one line of
+printable ASCII), so a malformed one is refused with a message that shows no part of it, never sent.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import binascii
 import io
 import json
 import os
+import re
+import stat
+import sys
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -43,6 +48,73 @@ LIST_PAGE_SIZE = 1000
 LABEL_STUDIO_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what the Data Manager's Datetime filters parse
 
 Result = TypeVar("Result")
+
+
+REDACTED = "***"
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_AUTH_HEADER = re.compile(r"\b(Token|Bearer)\s+[^\s'\",;]+", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+
+
+def _secret_forms(secret: str) -> set[str]:
+    """The ways ``secret`` can appear in a message: raw, ``repr``/JSON-escaped, URL-encoded, and each of its
+    lines (a token file with a line break inside)."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        secret.encode("unicode_escape").decode("ascii"),
+    }
+    forms.update(line.strip() for line in secret.splitlines())
+    return {form for form in forms if len(form) >= 6}
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with every secret hidden: each of ``secrets`` in any form (raw, ``repr``-escaped,
+    JSON-escaped, URL-encoded, line by line), any JWT (a Personal Access Token and the access tokens derived
+    from it), any ``Token …``/``Bearer …`` credential, and the ``user:password@`` part of URLs. The one
+    redaction function of relabel: client errors and the nightly log use it."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms |= _secret_forms(str(secret))
+    for form in sorted(forms, key=len, reverse=True):  # longest first: a line of a secret is inside it
+        text = text.replace(form, REDACTED)
+    text = _JWT.sub(REDACTED, text)
+    text = _AUTH_HEADER.sub(lambda match: f"{match.group(1)} {REDACTED}", text)
+    return _URL_CREDENTIALS.sub(lambda match: f"{match.group(1)}{REDACTED}@", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part (shown as ``***@``)."""
+    return _URL_CREDENTIALS.sub(lambda match: f"{match.group(1)}{REDACTED}@", url)
+
+
+def validate_api_key(raw: str, source: str) -> str:
+    """The token in ``raw`` (from ``source``, e.g. "the API key file PATH"), whitespace and byte-order marks
+    stripped from both ends; ConnectorError, with one line that shows no part of it, unless what is left is
+    one line of printable ASCII without spaces (what an HTTP ``Authorization`` header can carry)."""
+    key = raw.strip().strip("\ufeff").strip()
+    while key.startswith("\ufeff") or key.endswith("\ufeff"):
+        key = key.strip("\ufeff").strip()
+    if not key:
+        raise ConnectorError(f"{source} is empty; put the Label Studio token in it")
+    if "\n" in key or "\r" in key:
+        raise ConnectorError(
+            f"{source} holds more than one line; put only the token in it, on one line (nothing is sent)"
+        )
+    if any(character.isspace() for character in key):
+        raise ConnectorError(
+            f"{source} holds a space; put only the token in it (without a 'Token ' or 'Bearer ' prefix)"
+        )
+    if not all(0x21 <= ord(character) <= 0x7E for character in key):
+        raise ConnectorError(
+            f"{source} holds a character that cannot be in a token (not printable ASCII); put only the "
+            "token in it (nothing is sent)"
+        )
+    return key
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -78,6 +150,7 @@ class LabelStudioClient:
 
     def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
         url = url if url is not None else os.environ.get(URL_ENV)
+        from_argument = api_key is not None
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not url:
             raise ConnectorError(
@@ -88,8 +161,15 @@ class LabelStudioClient:
                 f"No Label Studio API key: pass api_key=... or set {API_KEY_ENV} (a Personal Access Token "
                 "from Account & Settings, or a legacy token)"
             )
+        api_key = validate_api_key(api_key, "the api_key argument" if from_argument else f"${API_KEY_ENV}")
+        url = url.strip()
         if not urllib.parse.urlsplit(url).scheme:
             url = "http://" + url
+        if "@" in urllib.parse.urlsplit(url).netloc:
+            raise ConnectorError(
+                f"the Label Studio URL {redact_url(url)} holds a user name or password; remove the "
+                "'user:...@' part (relabel logs in with the API token)"
+            )
         self.url = url.rstrip("/")
         self._api_key = api_key
         self._sdk = self._call("connect", self._connect)
@@ -148,8 +228,17 @@ class LabelStudioClient:
             )
         return ConnectorError(f"Label Studio at {self.url} answered {what} with {status}: {detail}")
 
+    def secrets(self) -> list[str]:
+        """The token and the access token the SDK derived from it (a Personal Access Token), if any."""
+        derived = getattr(
+            getattr(getattr(getattr(self, "_sdk", None), "_client_wrapper", None), "_tokens_client", None),
+            "_access_token",
+            None,
+        )
+        return [secret for secret in (self._api_key, derived) if isinstance(secret, str) and secret]
+
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact(text, self.secrets())
 
     # ------------------------------------------------------------------ raw HTTP through the SDK
     def _raw(
@@ -544,27 +633,39 @@ def parse_server_datetime(moment: str) -> datetime:
     return datetime.strptime(moment, LABEL_STUDIO_DATETIME_FORMAT).replace(tzinfo=UTC)
 
 
+_WARNED_KEY_FILES: set[str] = set()
+
+
 def read_api_key(path: str | os.PathLike[str] | None = None, env: str = API_KEY_ENV) -> str:
     """The API token from the file ``path`` (whitespace stripped) or else from ``$env``.
 
-    ConnectorError with one line (that never shows the token) when neither holds one.
+    The token is checked by :func:`validate_api_key` (one line of printable ASCII; a byte-order mark is
+    dropped). ConnectorError with one line (that never shows the token) when neither holds a usable one.
+    A file that other users may read gets a one-line warning on stderr (not an error).
     """
     if path is not None:
         location = os.path.expanduser(os.fspath(path))
         try:
             with open(location, encoding="utf-8-sig") as handle:
-                key = handle.read().strip()
+                mode = os.fstat(handle.fileno()).st_mode
+                raw = handle.read()
         except OSError as error:
             raise ConnectorError(f"cannot read the API key file {path}: {error.strerror or error}") from None
         except UnicodeDecodeError:
             raise ConnectorError(f"the API key file {path} is not text; put only the token in it") from None
-        if not key:
-            raise ConnectorError(f"the API key file {path} is empty; put the Label Studio token in it")
+        key = validate_api_key(raw, f"the API key file {path}")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and location not in _WARNED_KEY_FILES:
+            _WARNED_KEY_FILES.add(location)  # once per process (the nightly run reads it per project)
+            print(
+                f"relabel: warning: the API key file {path} can be read by other users "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}",
+                file=sys.stderr,
+            )
         return key
-    key = os.environ.get(env, "").strip()
-    if not key:
+    raw = os.environ.get(env, "")
+    if not raw.strip():
         raise ConnectorError(
             f"no Label Studio API token: set {env} or pass --api-key-file PATH "
             "(Account & Settings → Personal Access Token in Label Studio)"
         )
-    return key
+    return validate_api_key(raw, f"${env}")

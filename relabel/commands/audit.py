@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,13 @@ def settings_from_args(args: argparse.Namespace) -> AuditSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``relabel audit``; returns the exit code."""
+    """Run ``relabel audit``; returns the exit code.
+
+    The report is written here, after the pipeline (which runs without one): a report folder that cannot be
+    created is refused before anything is pulled (exit 2); a report that fails after the push (a full disk)
+    does not hide what was pushed: the summary and the URL are printed, then one warning line, exit 1.
+    """
+    from relabel.output import check_writable_folder
     from relabel.pipeline import run_audit
 
     if args.config is not None:
@@ -136,18 +143,21 @@ def run(args: argparse.Namespace) -> int:
     if args.project is None:
         raise RelabelError("give --project ID (or --config audit.toml for the nightly multi-project mode)")
     settings = settings_from_args(args)
+    if args.report is not None:
+        check_writable_folder(args.report, "--report")
     result = run_audit(
         connector_from_args(args),
         args.project,
         settings,
         push=not args.dry_run,
-        report_dir=args.report,
+        report_dir=None,
         progress=show_progress(args),
     )
+    report_error = None if args.report is None else write_report(result, args.report)
     triage = audit_triage(result)
     if args.json:
         print_json(audit_json(result, triage))
-        return 0
+        return 1 if report_error is not None else 0
     print(result.summary())
     if triage is not None:
         from relabel.triage import summary_line
@@ -155,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         print(summary_line(triage))
     if result.url:
         print(f"open: {result.url}")
+    if report_error is not None:
+        print(f"relabel: warning: the report was not written: {report_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -207,3 +220,28 @@ def _plain_object(value: Any) -> dict[str, Any] | None:
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     return {key: item for key, item in vars(value).items() if not key.startswith("_")}
+
+
+def write_report(result: Any, report_dir: Path) -> str | None:
+    """Write the audit's report into ``report_dir`` and record it in ``result`` (path, seconds); returns
+    None, or the one-line reason it could not be written."""
+    from relabel.pipeline import stage_timer
+    from relabel.report import write_audit_report
+
+    try:
+        with stage_timer(result.seconds, "report"):
+            paths = write_audit_report(
+                report_dir,
+                result.dataset,
+                result.scorer,
+                result.ranking,
+                method=result.settings.method,
+                n_flagged=result.n_flagged,
+                explain_top=result.settings.explain_top,
+                triage=result.triage,
+            )
+    except (RelabelError, OSError) as error:
+        reason = str(error) if isinstance(error, RelabelError) else f"{report_dir}: {error.strerror or error}"
+        return " ".join(reason.split())
+    result.report_path = paths["report_html"]
+    return None

@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from relabel.commands.data_source import known_errors_from_sync, load_items, truthy
     from relabel.commands.options import show_progress
     from relabel.comparison import ComparisonConfig, compare_methods
+    from relabel.output import check_writable_folder
 
+    check_writable_folder(args.out, "--out")
     known = args.error_column or args.errors_from_sync
     noise = args.noise or ("none" if known else "uniform")
     if noise != "none" and known:

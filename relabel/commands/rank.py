@@ -70,22 +70,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lissa-damping", type=float, help="LiSSA damping δ (default: 0.01·λ_max for deep models)"
     )
     parser.add_argument("--raw-features", action="store_true", help="do not standardise tabular features")
-    parser.add_argument("--top", type=int, help="write only the N most suspicious rows")
+    parser.add_argument("--top", type=int, metavar="N", help="write only the N (≥ 1) most suspicious rows")
     parser.add_argument("--out", type=Path, required=True, help="output file: .csv or .parquet")
     add_progress_options(parser)
     parser.set_defaults(func=run)
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write CSV or Parquet by suffix, creating the folder; refuses other suffixes."""
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", ".parquet", ".pq"}:
+def check_output(path: Path) -> None:
+    """InputError (one line) unless ``path`` is a .csv/.parquet name whose folder exists or can be created
+    and written (checked before any work; nothing is created)."""
+    from relabel.output import check_writable_folder
+
+    if path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
         raise InputError(f"--out {path}: use a .csv or .parquet file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; name a .csv or .parquet file")
+    check_writable_folder(path.parent, "--out")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV (spreadsheet-safe text) or Parquet by suffix, mode 0600, creating the folder (0700);
+    refuses other suffixes."""
+    from relabel.output import write_csv, write_parquet
+
+    check_output(path)
+    if path.suffix.lower() == ".csv":
+        write_csv(frame, path)
     else:
-        frame.to_parquet(path, index=False)
+        write_parquet(frame, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     from connectors.files import load_file_dataset
     from relabel.featurizers import featurizer_for
 
+    check_output(args.out)
+    if args.top is not None and args.top < 1:
+        raise InputError(f"--top must be at least 1; got {args.top}")
     if args.id_column is not None and args.id_column == args.label_column:
         raise InputError("--id-column and --label-column name the same column")
     for method in args.methods:

@@ -15,16 +15,25 @@ Algorithm (float64 throughout):
      gradient matrix (LAPACK trsm)                                        ≈ n·p² flops.
 H is never inverted and no point is solved alone. Peak memory ≈ 8·(p² + 2·chunk·p + chunk·K·(d+1))
 bytes beyond X̃ itself; the chunk size changes memory and speed, never the numbers beyond rounding.
+
+Memory budget: H is dense, so its size grows as p² (a 10-class text project with 5,000 TF-IDF terms has
+p ≈ 50,000: 20 GB for H alone). Before allocating anything the solver estimates the bytes of H and of its
+Cholesky factor (counted as a second p × p array: LAPACK may copy H), plus the gradient chunks, by
+:func:`exact_solver_bytes`; above the budget it raises an InputError naming the settings to change (fewer
+features, the iterative solver) instead of exhausting the machine's memory. Default budget:
+:data:`DEFAULT_MEMORY_BUDGET_BYTES` = 4 GiB (p up to ≈ 16,000), overridden by the ``memory_budget_bytes``
+parameter or the environment variable ``RELABEL_EXACT_MEMORY_GIB`` (GiB, e.g. ``24``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 from scipy import linalg
 
-from relabel.errors import ConvergenceError
+from relabel.errors import ConvergenceError, InputError
 from relabel.influence.base import InfluenceSolver, index_chunks
 from relabel.logistic import LogisticFit, softmax_probabilities, with_bias_column
 
@@ -96,10 +105,61 @@ def logistic_hessian(
     return hessian
 
 
+GIB = 1024**3
+DEFAULT_MEMORY_BUDGET_BYTES = 4 * GIB
+MEMORY_BUDGET_ENV = "RELABEL_EXACT_MEMORY_GIB"
+
+
+def exact_solver_bytes(
+    n_parameters: int, n_classes: int = 1, chunk_size: int = 1024, row_chunk_size: int = 8192
+) -> int:
+    """Estimated peak bytes of the exact solver beyond the data: H and its Cholesky factor (two p × p
+    float64 arrays), the gradient and whitened chunks (2 · chunk · p) and the Hessian's row buffer
+    (row chunk × (d + 1), with d + 1 = p / K)."""
+    p = int(n_parameters)
+    width = p // max(int(n_classes), 1)
+    return 8 * (2 * p * p + 2 * int(chunk_size) * p + int(row_chunk_size) * width)
+
+
+def memory_budget_bytes(budget: int | None = None) -> int:
+    """``budget`` when given, else ``$RELABEL_EXACT_MEMORY_GIB`` GiB, else 4 GiB; InputError when the
+    environment variable is not a positive number."""
+    if budget is not None:
+        return int(budget)
+    raw = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_BUDGET_BYTES
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = -1.0
+    if not gib > 0:
+        raise InputError(f"${MEMORY_BUDGET_ENV} must be a positive number of GiB; got {raw!r}")
+    return int(gib * GIB)
+
+
+def check_memory_budget(gradients: LogisticGradients, chunk_size: int, budget: int | None = None) -> None:
+    """InputError (one line, naming what to change) when the exact solver would exceed the budget."""
+    budget = memory_budget_bytes(budget)
+    needed = exact_solver_bytes(gradients.n_parameters, gradients.n_classes, chunk_size)
+    if needed <= budget:
+        return
+    p, n_classes = gradients.n_parameters, gradients.n_classes
+    raise InputError(
+        f"the exact solver needs ≈{needed / GIB:.1f} GiB for its {p:,} × {p:,} Hessian and Cholesky factor "
+        f"(p = {n_classes} classes × {p // n_classes:,} features + bias), over its {budget / GIB:.1f} GiB "
+        "budget: use fewer features (a smaller TF-IDF vocabulary, TextTfidfFeaturizer(max_features=...), or "
+        f"a smaller --image-size), or --model mlp (iterative solver), or raise ${MEMORY_BUDGET_ENV} if the "
+        "machine has the memory"
+    )
+
+
 class ExactLogisticSolver(InfluenceSolver):
     """H⁻¹ through one Cholesky factor of the exact logistic Hessian (float64).
 
     ``self_influence`` uses ‖L⁻¹ g_i‖² (one triangular solve per chunk), which equals g_iᵀ H⁻¹ g_i.
+    ``memory_budget_bytes``: refuse (InputError) before allocating when :func:`exact_solver_bytes` exceeds it
+    (None: ``$RELABEL_EXACT_MEMORY_GIB`` GiB, else 4 GiB; see the module docstring).
     """
 
     def __init__(
@@ -107,7 +167,9 @@ class ExactLogisticSolver(InfluenceSolver):
         gradients: LogisticGradients,
         chunk_size: int = 1024,
         hessian_progress: Callable[[int], None] | None = None,
+        memory_budget_bytes: int | None = None,
     ) -> None:
+        check_memory_budget(gradients, chunk_size, memory_budget_bytes)
         super().__init__(gradients, chunk_size)
         hessian = logistic_hessian(
             gradients.X_tilde, gradients.probabilities, gradients.fit.l2, progress=hessian_progress
