@@ -818,6 +818,8 @@ def write_explain_archive(
 ) -> dict[str, Path]:
     """Write ``explain.parquet`` (each flagged item's strongest supporters/opposers) and ``audit.json``
     (module docstring); returns {"explain": path, "audit_json": path}."""
+    from relabel.output import write_parquet, write_private_text
+
     directory = Path(report_dir)
     flagged = set(_plain(item) for item in triage.table.loc[triage.table["tier"] != "", "task_id"])
     frames = []
@@ -831,7 +833,7 @@ def write_explain_archive(
     columns = ["item", "role", "position", "id", "influence", "label", "flagged"]
     archive = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
     paths = {"explain": directory / EXPLAIN_ARCHIVE, "audit_json": directory / AUDIT_JSON}
-    archive.to_parquet(paths["explain"], index=False)
+    write_parquet(archive, paths["explain"])
     source = dict(source or {})
     facts = {
         "format": ARCHIVE_FORMAT,
@@ -845,7 +847,7 @@ def write_explain_archive(
         "explain_top": int(archive.groupby(["item", "role"]).size().max()) if len(archive) else 0,
         "triage": triage.as_dict(),
     }
-    paths["audit_json"].write_text(json.dumps(facts, indent=1, default=str), encoding="utf-8")
+    write_private_text(paths["audit_json"], json.dumps(facts, indent=1, default=str))
     return paths
 
 

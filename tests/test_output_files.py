@@ -186,7 +186,8 @@ def test_audit_report_failure_after_the_push_still_prints_the_summary_and_exits_
 
     monkeypatch.setattr(relabel.report, "write_audit_report", full_disk)
     code = main(
-        ["audit", "--project", str(project_id), "--top", "5", "--report", str(tmp_path / "r"), "--quiet"]
+        ["audit", "--project", str(project_id), "--top", "5", "--queue", "view"]
+        + ["--report", str(tmp_path / "r"), "--quiet"]
     )
     captured = capsys.readouterr()
     assert code == 1
@@ -218,7 +219,13 @@ def test_audit_writes_the_report_itself_and_names_it_in_the_summary(
         main(["audit", "--project", str(project_id), "--top", "3", "--report", str(report), "--quiet"]) == 0
     )
     assert f"report written to {report / 'report.html'}" in capsys.readouterr().out
-    assert {path.name for path in report.iterdir()} == {"report.html", "ranking.csv", "ranking.parquet"}
+    assert {path.name for path in report.iterdir()} == {
+        "report.html",
+        "ranking.csv",
+        "ranking.parquet",
+        "explain.parquet",
+        "audit.json",
+    }
 
 
 @pytest.mark.parametrize("where", ["state_dir", "log_file"])
