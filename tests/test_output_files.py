@@ -185,9 +185,20 @@ def test_audit_report_failure_after_the_push_still_prints_the_summary_and_exits_
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(relabel.report, "write_audit_report", full_disk)
+    report = str(tmp_path / "r")
     code = main(
-        ["audit", "--project", str(project_id), "--top", "5", "--queue", "view"]
-        + ["--report", str(tmp_path / "r"), "--quiet"]
+        [
+            "audit",
+            "--project",
+            str(project_id),
+            "--top",
+            "5",
+            "--queue",
+            "view",
+            "--report",
+            report,
+            "--quiet",
+        ]
     )
     captured = capsys.readouterr()
     assert code == 1
