@@ -97,6 +97,24 @@ QUEUE_MODES = ("view", "project")
 # whatever its size on a local 1.23 server (2,000 predictions: 5.7 s in one request, 18.6 s in four), so
 # predictions go in as few requests as possible.
 PREDICTION_IMPORT_CHUNK = 5000
+# Data Manager columns relabel's tab hides (Label Studio 1.23 column ids).
+HIDDEN_VIEW_COLUMNS = (
+    "inner_id",
+    "completed_at",
+    "total_annotations",
+    "cancelled_annotations",
+    "total_predictions",
+    "annotators",
+    "annotations_ids",
+    "predictions_model_versions",
+    "file_upload",
+    "storage_filename",
+    "created_at",
+    "updated_at",
+    "updated_by",
+    "avg_lead_time",
+    "draft_exists",
+)
 TASK_IMPORT_CHUNK = 250
 # Rough per-item costs (seconds) on a local server, used to choose between per-item and bulk deletion.
 SECONDS_PER_ITEM_DELETE = 0.08
@@ -368,6 +386,9 @@ def view_data(model_version: str) -> dict[str, Any]:
             ],
         },
         "ordering": ["-tasks:predictions_score"],
+        # Show the item (task data), the given label (annotation results), the suggestion (prediction
+        # results) and its probability; hide the bookkeeping columns.
+        "hiddenColumns": {"explore": [f"tasks:{name}" for name in HIDDEN_VIEW_COLUMNS], "labeling": []},
     }
 
 
