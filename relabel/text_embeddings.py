@@ -15,6 +15,7 @@ cached the model is not even loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -276,21 +277,7 @@ class SentenceEmbeddingFeaturizer:
     # ------------------------------------------------------------------ model
     def _load(self) -> Any:
         if self._model is None:
-            import torch
-
-            try:
-                device = torch.device(self.device)
-                if device.type == "cuda" and not torch.cuda.is_available():
-                    raise RuntimeError("CUDA is not available on this machine")
-                torch.empty(1, device=device)
-            except (RuntimeError, ValueError) as error:
-                raise InputError(f"device {self.device!r} cannot be used: {error}") from None
-            with _quiet_transformers():
-                from sentence_transformers import SentenceTransformer
-
-                model = SentenceTransformer(str(self.spec.path), device=self.device, local_files_only=True)
-            model.eval()
-            self._model = model
+            self._model = load_model(self.spec.path, self.device)
         return self._model
 
     @property
@@ -420,6 +407,27 @@ class SentenceEmbeddingFeaturizer:
             vector = vectors[position]
             matrix[position] = vector if vector is not None else vectors[first_of[text]]
         return matrix
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(path: Path, device: str = "cpu") -> Any:
+    """The sentence-transformers model in folder ``path`` on ``device``, in eval mode; loaded once per
+    process and (path, device). ``local_files_only``: never asks a hub. InputError for an unusable device."""
+    import torch
+
+    try:
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available on this machine")
+        torch.empty(1, device=torch_device)
+    except (RuntimeError, ValueError) as error:
+        raise InputError(f"device {device!r} cannot be used: {error}") from None
+    with _quiet_transformers():
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(path), device=str(torch_device), local_files_only=True)
+    model.eval()
+    return model
 
 
 @contextlib.contextmanager
