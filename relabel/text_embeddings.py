@@ -231,7 +231,7 @@ class SentenceEmbeddingFeaturizer:
         model: str = DEFAULT_MODEL,
         *,
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int = 128,
         cache_dir: str | os.PathLike[str] | bool | None = None,
         progress: bool = False,
         long_text: str = "chunk",
