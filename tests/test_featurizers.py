@@ -147,7 +147,7 @@ def test_tabular_errors() -> None:
 
 
 def test_featurizer_for_factory() -> None:
-    assert isinstance(featurizer_for("text", max_features=10), TextTfidfFeaturizer)
+    assert isinstance(featurizer_for("text", "tfidf", max_features=10), TextTfidfFeaturizer)
     image = featurizer_for("image", size=(4, 4), grayscale=False)
     assert isinstance(image, ImagePixelFeaturizer) and image.n_channels == 3
     assert isinstance(featurizer_for("tabular"), TabularStandardizer)
