@@ -77,14 +77,15 @@ class FeatureSetComparison:
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Each result's files with stem ``comparison_<feature set>`` and ``comparison_features.csv`` (all
         summaries with their feature set)."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from relabel.output import private_folder, write_csv
+
+        out_dir = private_folder(out_dir, "comparison folder")
         paths: dict[str, Path] = {}
         for name, result in self.results.items():
             for kind, path in result.write(out_dir, stem=f"comparison_{name}").items():
                 paths[f"{name}_{kind}"] = path
         paths["features_csv"] = out_dir / "comparison_features.csv"
-        self.summary.to_csv(paths["features_csv"], index=False)
+        write_csv(self.summary, paths["features_csv"])
         return paths
 
 

@@ -269,9 +269,7 @@ def resolve_text_features(features: str = "auto") -> tuple[str, str | None]:
         return "embeddings", None
     if embeddings_available():
         return "embeddings", None
-    return "tfidf", (
-        f"text features: TF-IDF (sentence embeddings find more label errors: {TEXT_EXTRA_HINT})"
-    )
+    return "tfidf", (f"text features: TF-IDF (sentence embeddings find more label errors: {TEXT_EXTRA_HINT})")
 
 
 def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featurizer:

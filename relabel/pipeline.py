@@ -115,10 +115,22 @@ def score_dataset(
     from relabel.scorer import SuspicionScorer
 
     with stage_timer(seconds, "featurize"):
-        X, image_shape = featurize(dataset, settings.model, image_size=settings.image_size)
+        X, image_shape = featurize(
+            dataset,
+            settings.model,
+            image_size=settings.image_size,
+            features=settings.features,
+            device=settings.device,
+            progress=progress,
+        )
     options: dict[str, Any] = {} if image_shape is None else {"image_shape": image_shape}
     scorer = SuspicionScorer(
-        model=settings.model, seed=settings.seed, l2=settings.l2, progress=progress, **options
+        model=settings.model,
+        seed=settings.seed,
+        l2=settings.l2,
+        device=settings.device,
+        progress=progress,
+        **options,
     )
     with stage_timer(seconds, "fit"):
         scorer.fit(X, list(dataset.labels), classes=list(dataset.classes), item_ids=list(dataset.ids))

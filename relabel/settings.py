@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from relabel.errors import InputError
+from relabel.featurizers import FEATURE_SETS
 from relabel.methods import MODEL_NAMES, SCORE_METHODS
 
 QUEUE_MODES = ("view", "project")
@@ -33,6 +34,9 @@ class AuditSettings:
     seed:              seed for model initialisation and the random baseline.
     write_mislabeling: view mode: also write each prediction's ``mislabeling`` field (one request each).
     explain_top:       supporting/opposing items shown per flagged item in the report.
+    features:          text features: "auto" (sentence embeddings when the ``text`` extra is installed,
+                       else TF-IDF), "embeddings" or "tfidf"; see :mod:`relabel.featurizers`.
+    device:            torch device for the embedding model and deep models, e.g. "cpu" or "cuda".
     """
 
     model: str = "logistic"
@@ -46,11 +50,14 @@ class AuditSettings:
     seed: int = 0
     write_mislabeling: bool = True
     explain_top: int = 3
+    features: str = "auto"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, MODEL_NAMES)
         _one_of("method", self.method, SCORE_METHODS)
         _one_of("queue", self.queue, QUEUE_MODES)
+        _one_of("features", self.features, FEATURE_SETS)
         if self.top is not None and self.top_fraction is not None:
             raise InputError("give top (an item count) or top_fraction (a share), not both")
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
@@ -82,7 +89,8 @@ class AuditSettings:
 
     def fingerprint(self) -> str:
         """A hash of the settings that change which items are flagged (not of how the report looks)."""
-        relevant = {key: value for key, value in asdict(self).items() if key not in ("explain_top",)}
+        ignored = ("explain_top", "device")
+        relevant = {key: value for key, value in asdict(self).items() if key not in ignored}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def score_methods(self) -> tuple[str, ...]:

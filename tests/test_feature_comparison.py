@@ -79,3 +79,21 @@ def test_compare_feature_sets_auto_fallback_note(monkeypatch, tmp_path) -> None:
         comparison = compare_feature_sets(texts, y, ("auto", "tfidf"), config)
     assert list(comparison.results) == ["tfidf"]  # auto resolved to tfidf: run once
     assert len(comparison.notes) == 1 and comparison.table().startswith("text features: TF-IDF")
+
+
+def test_compare_cli_takes_the_feature_set_as_a_dimension(tmp_path) -> None:
+    import pandas as pd
+
+    from relabel.cli import main
+
+    words = {"a": "goal match team score", "b": "recipe oven flour bake", "c": "flight hotel beach tour"}
+    rows = [{"text": f"{words[k]} item{i}", "label": k} for i in range(20) for k in words]
+    data = tmp_path / "texts.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    out = tmp_path / "out"
+    features = ["--text-column", "text", "--features", "tfidf,embeddings"]
+    code = main(["compare", str(data), *features, "--seeds", "0", "--methods", "loss,random", "--out", str(out)])
+    assert code == 0
+    assert (out / "comparison_tfidf.csv").exists() and (out / "comparison_embeddings.csv").exists()
+    summary = pd.read_csv(out / "comparison_features.csv")
+    assert set(summary["feature_set"]) == {"tfidf", "embeddings"}

@@ -119,6 +119,8 @@ def settings_from_args(args: argparse.Namespace) -> AuditSettings:
         l2=args.l2,
         seed=args.seed,
         write_mislabeling=not args.no_mislabeling_field,
+        features=args.features,
+        device=args.device,
     )
 
 

@@ -17,6 +17,7 @@ from relabel.errors import InputError
 EPILOG = """
 examples:
   relabel compare --dataset digits --noise uniform --rate 0.1 --seeds 0,1,2 --out reports/compare
+  relabel compare reviews.csv --text-column text --features tfidf,embeddings   # which text features help
   relabel compare data.csv --label-column label --noise pair --rate 0.2 --out reports/compare
   relabel compare data.csv --label-column label --error-column is_wrong --true-label-column fixed
   relabel compare --url http://localhost:8080 --project 3 --noise uniform --rate 0.1
@@ -70,7 +71,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_data_source_options(parser, extra_columns=True)
-    add_model_options(parser, model=False, method=False, seed=False)
+    add_model_options(parser, model=False, method=False, seed=False, several_features=True)
     errors = parser.add_argument_group("errors to find")
     errors.add_argument(
         "--noise",
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from relabel.commands.data_source import known_errors_from_sync, load_items, truthy
     from relabel.commands.options import show_progress
     from relabel.comparison import ComparisonConfig, compare_methods
+    from relabel.feature_comparison import compare_feature_sets, parse_feature_sets
     from relabel.output import check_writable_folder
 
     check_writable_folder(args.out, "--out")
@@ -175,15 +177,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         description = f"{items.description}; {config.noise} noise at rate {config.rate:g}"
     description += f"; {len(config.seeds)} seed(s)"
-    result = compare_methods(
-        items.X,
-        given_labels,
-        config,
-        n_classes=len(items.dataset.classes),
-        known_errors=known_errors,
-        true_labels=true_labels,
-        description=description,
-    )
+    feature_sets = parse_feature_sets(args.features)
+    if len(feature_sets) > 1:  # the feature set as one more dimension of the comparison (text items)
+        if items.dataset.kind != "text":
+            raise InputError(f"--features {args.features}: several feature sets apply to text items only")
+        result = compare_feature_sets(
+            items.dataset.inputs,
+            given_labels,
+            feature_sets,
+            config,
+            n_classes=len(items.dataset.classes),
+            known_errors=known_errors,
+            true_labels=true_labels,
+            description=description,
+            featurizer_options={"device": args.device, "progress": show_progress(args)},
+        )
+    else:
+        result = compare_methods(
+            items.X,
+            given_labels,
+            config,
+            n_classes=len(items.dataset.classes),
+            known_errors=known_errors,
+            true_labels=true_labels,
+            description=description,
+        )
     paths = result.write(args.out)
     if args.json:
         from relabel.commands.options import print_json

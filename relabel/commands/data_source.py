@@ -143,7 +143,14 @@ def load_items(
 
         dataset = pull_labeled(connector_from_args(args), args.project, args.control)
         description = f"Label Studio project {args.project} ({len(dataset)} labeled tasks)"
-    X, image_shape = featurize(dataset, model, image_size=getattr(args, "image_size", None))
+    features = getattr(args, "features", "auto")
+    X, image_shape = featurize(
+        dataset,
+        model,
+        image_size=getattr(args, "image_size", None),
+        features="auto" if "," in features else features,
+        device=getattr(args, "device", "cpu"),
+    )
     return Features(dataset, X, image_shape, description)
 
 

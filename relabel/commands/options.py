@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from relabel.errors import RelabelError
+from relabel.featurizers import FEATURE_SETS
 from relabel.methods import METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
 
 URL_ENV = "LABEL_STUDIO_URL"
@@ -78,6 +79,7 @@ def add_model_options(
     method: bool = True,
     seed: bool = True,
     image_size: bool = True,
+    several_features: bool = False,
 ) -> None:
     """``--l2``, and (each optionally) ``--model``, ``--method``, ``--seed``, ``--image-size``."""
     group = parser.add_argument_group("model")
@@ -104,6 +106,30 @@ def add_model_options(
         group.add_argument(
             "--image-size", type=int, metavar="PX", help="resize images to PX×PX before featurizing"
         )
+    add_feature_options(group, several=several_features)
+
+
+def add_feature_options(group: Any, *, several: bool = False) -> None:
+    """``--features`` (text features) and ``--device`` (torch device for embeddings and deep models)."""
+    if several:
+        group.add_argument(
+            "--features",
+            default="auto",
+            metavar="SETS",
+            help="text features to compare, comma-separated among auto, embeddings, tfidf, e.g. "
+            "tfidf,embeddings (default: auto = embeddings when the text extra is installed, else TF-IDF)",
+        )
+    else:
+        group.add_argument(
+            "--features",
+            choices=FEATURE_SETS,
+            default="auto",
+            help="text features: embeddings (sentence embeddings, needs `pip install 'relabel[text]'`), "
+            "tfidf, or auto = embeddings when installed, else TF-IDF (default: auto)",
+        )
+    group.add_argument(
+        "--device", default="cpu", help="torch device for text embeddings and mlp/cnn models (default: cpu)"
+    )
 
 
 def add_progress_options(parser: argparse.ArgumentParser) -> None:

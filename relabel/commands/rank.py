@@ -59,9 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated scores, from {','.join(SCORE_METHODS)} (default: self_influence,loss)",
     )
     parser.add_argument(
-        "--device", default="cpu", help="torch device for mlp/cnn/LiSSA, e.g. cuda (default: cpu)"
-    )
-    parser.add_argument(
         "--image-shape",
         type=lambda text: tuple(int(value) for value in comma_list(text)),
         help="C,H,W of each row's pixels for --model cnn (features are read row-major)",
@@ -125,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if dataset.kind == "tabular" and args.raw_features:
         features = dataset.inputs.to_numpy(dtype=float)
     else:
-        features = featurizer_for(dataset.kind).fit_transform(dataset.inputs)
+        options = {"device": args.device, "progress": show_progress(args)} if dataset.kind == "text" else {}
+        featurizer = featurizer_for(
+            dataset.kind, args.features if dataset.kind == "text" else "auto", **options
+        )
+        features = featurizer.fit_transform(dataset.inputs)
     scorer = SuspicionScorer(
         model=args.model,
         solver=args.solver,
