@@ -92,7 +92,8 @@ def test_compare_cli_takes_the_feature_set_as_a_dimension(tmp_path) -> None:
     pd.DataFrame(rows).to_csv(data, index=False)
     out = tmp_path / "out"
     features = ["--text-column", "text", "--features", "tfidf,embeddings"]
-    code = main(["compare", str(data), *features, "--seeds", "0", "--methods", "loss,random", "--out", str(out)])
+    protocol = ["--seeds", "0", "--methods", "loss,random", "--out", str(out)]
+    code = main(["compare", str(data), *features, *protocol])
     assert code == 0
     assert (out / "comparison_tfidf.csv").exists() and (out / "comparison_embeddings.csv").exists()
     summary = pd.read_csv(out / "comparison_features.csv")
