@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "relabel.commands.audit",
     "relabel.commands.sync",
     "relabel.commands.undo",
+    "relabel.commands.accept",
     "relabel.commands.compare",
     "relabel.commands.explain",
 )

@@ -242,9 +242,16 @@ class FakeLabelStudioClient:
         del self.views[int(view_id)]
 
     # ------------------------------------------------------------------ annotations, users, files
-    def create_annotation(self, task_id: int, result: list[dict[str, Any]], completed_by: int | None) -> None:
+    def create_annotation(
+        self, task_id: int, result: list[dict[str, Any]], completed_by: int | None
+    ) -> dict[str, Any]:
         self._count("create_annotation")
-        self.add_annotation(task_id, result, user=completed_by or ADMIN_ID)
+        return copy.deepcopy(self.add_annotation(task_id, result, user=completed_by or ADMIN_ID))
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        self._count("delete_annotation")
+        for task in self.tasks.values():
+            task["annotations"] = [a for a in task["annotations"] if a["id"] != int(annotation_id)]
 
     def user_emails(self) -> dict[int, str]:
         return dict(self.users)

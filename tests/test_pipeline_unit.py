@@ -342,3 +342,32 @@ def test_nightly_restores_a_queue_that_was_undone(tmp_path: Path) -> None:
     assert "status=unchanged" in nightly()
     connector.undo(project_id)
     assert "status=ok" in nightly() and len(relabel_predictions(client, project_id)) == 5
+
+
+def test_accept_a_tier_in_bulk_then_undo_removes_exactly_those_annotations() -> None:
+    client, project_id, _, _ = seeded()
+    before = {t["id"]: t["annotations"] for t in client.export_tasks(project_id)}
+    connector = LabelStudioConnector(client=client)
+    result = run_audit(connector, project_id, AuditSettings(top=6), progress=False)
+    review_id = result.push.review_project_id
+    tiers = {t["data"]["relabel_tier"] for t in client.export_tasks(review_id)}
+    tier = sorted(tiers)[0]
+    pending = connector.pending_in_tier(project_id, tier)
+    assert pending >= 1
+    asked: list[int] = []
+    declined = connector.accept(project_id, tier, lambda n: asked.append(n) or False)
+    assert asked == [pending] and declined.accepted_task_ids == []
+    accepted = connector.accept(project_id, tier, lambda n: True)
+    assert len(accepted.accepted_task_ids) == pending
+    assert connector.pending_in_tier(project_id, tier) == 0  # they left the queue
+    for task in client.export_tasks(project_id):
+        new = task["annotations"][len(before[task["id"]]) :]
+        assert task["annotations"][: len(before[task["id"]])] == before[task["id"]]  # nothing edited
+        if task["id"] in accepted.accepted_task_ids:
+            (annotation,) = new
+            assert annotation["result"][0]["id"].startswith("relabel-accept-")
+        else:
+            assert new == []
+    undone = connector.undo(project_id)
+    assert undone.accepted_annotations_deleted == pending
+    assert {t["id"]: t["annotations"] for t in client.export_tasks(project_id)} == before

@@ -560,14 +560,22 @@ class LabelStudioClient:
         self._call(f"delete view {view_id}", self._sdk.views.delete, str(view_id))
 
     # ------------------------------------------------------------------ annotations, users
-    def create_annotation(self, task_id: int, result: list[dict[str, Any]], completed_by: int | None) -> None:
-        """Add a new annotation to a task (credited to ``completed_by`` when given)."""
+    def create_annotation(
+        self, task_id: int, result: list[dict[str, Any]], completed_by: int | None
+    ) -> dict[str, Any]:
+        """Add a new annotation to a task (credited to ``completed_by`` when given); returns it."""
         fields: dict[str, Any] = {"result": result}
         if completed_by is not None:
             fields["completed_by"] = int(completed_by)
-        self._call(
-            f"create annotation on task {task_id}", self._sdk.annotations.create, int(task_id), **fields
+        return _plain(
+            self._call(
+                f"create annotation on task {task_id}", self._sdk.annotations.create, int(task_id), **fields
+            )
         )
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Delete one annotation (relabel deletes only annotations its ledger records as its own)."""
+        self._call(f"delete annotation {annotation_id}", self._sdk.annotations.delete, int(annotation_id))
 
     def user_emails(self) -> dict[int, str]:
         """User id → e-mail (for provenance); empty when the token's user may not list users."""

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import connectors.label_studio.changes as changes
@@ -18,7 +18,7 @@ from connectors.label_studio.ledger import Ledger
 from connectors.label_studio.owned import OwnedPredictions, owned_review_project, owned_view
 from connectors.label_studio.pull import PulledProject, PullMethod, pull_project
 from connectors.label_studio.push import ReviewQueue
-from connectors.label_studio.queue_plan import PushResult, SyncResult, UndoResult
+from connectors.label_studio.queue_plan import AcceptResult, PushResult, SyncResult, UndoResult
 from relabel.dataset import FlaggedItem, LabeledDataset
 
 DEFAULT_LEASE_WAIT_SECONDS = 60.0
@@ -100,6 +100,22 @@ class LabelStudioConnector:
         """Copy reviewers' decisions back as new annotations (see :func:`review.sync`)."""
         with self.lease(project_id, "sync"):
             return review.sync(self.client, self.ledger, project_id, control=control, progress=progress)
+
+    def accept(
+        self, project_id: int, tier: str, confirm: Callable[[int], bool], *, control: str | None = None
+    ) -> AcceptResult:
+        """Accept the suggestions of one tier in bulk as new annotations (see :func:`review.accept`)."""
+        with self.lease(project_id, "accept"):
+            return review.accept(self.client, self.ledger, project_id, tier, confirm, control=control)
+
+    def pending_in_tier(self, project_id: int, tier: str) -> int:
+        """How many untouched review tasks of ``tier`` the project's review queue holds."""
+        entry, _ = owned_review_project(self.client, self.ledger, project_id)
+        return (
+            0
+            if entry is None
+            else len(review.pending_in_tier(self.client, int(entry.data["object_id"]), tier))
+        )
 
     def undo(self, project_id: int, *, force: bool = False) -> UndoResult:
         """Remove everything relabel added to the project (see :func:`review.undo`)."""

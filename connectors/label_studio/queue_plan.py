@@ -79,6 +79,7 @@ SUGGESTION_MODEL_VERSION = "relabel-suggestion"  # the review project's pre-fill
 VIEW_TITLE = "relabel: review queue"
 REVIEW_TITLE_SUFFIX = " — relabel review"
 SYNC_REGION_PREFIX = "relabel-sync-"
+ACCEPT_REGION_PREFIX = "relabel-accept-"  # region id of a suggestion accepted in bulk by `relabel accept`
 RELABEL_DATA_KEYS = (
     "relabel_source_task",
     "relabel_rank",
@@ -191,6 +192,25 @@ class SyncResult:
 
 
 @dataclass
+class AcceptResult:
+    """What ``relabel accept`` did: the tier and the suggestions accepted as new annotations (task ids)."""
+
+    source_project_id: int
+    review_project_id: int
+    tier: str
+    accepted_task_ids: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One human-readable line."""
+        return (
+            f"project {self.source_project_id}: accepted the model's suggestion for "
+            f"{len(self.accepted_task_ids)} tasks of tier {self.tier!r} as new annotations (region ids "
+            f"{ACCEPT_REGION_PREFIX}…; `relabel undo` removes them); they left review project "
+            f"{self.review_project_id}'s queue"
+        )
+
+
+@dataclass
 class UndoResult:
     """What undo removed."""
 
@@ -199,6 +219,7 @@ class UndoResult:
     model_versions: list[str] = field(default_factory=list)
     views_deleted: int = 0
     review_project_deleted: int | None = None
+    accepted_annotations_deleted: int = 0
     left_alone: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -211,6 +232,11 @@ class UndoResult:
         lines = [
             f"project {self.project_id}: {self.predictions_deleted} relabel predictions deleted "
             f"({', '.join(self.model_versions) or 'none'}), {self.views_deleted} views deleted, {review}"
+            + (
+                f", {self.accepted_annotations_deleted} accepted suggestions removed"
+                if self.accepted_annotations_deleted
+                else ""
+            )
         ]
         lines += [
             f"left alone (looks like relabel's, but relabel did not create it): {n}" for n in self.left_alone

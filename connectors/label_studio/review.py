@@ -14,7 +14,7 @@ holding reviewer decisions that were not synced yet (``force=True`` overrides).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,8 @@ from connectors.label_studio.config import ClassificationTarget, parse_labeling_
 from connectors.label_studio.ledger import Ledger
 from connectors.label_studio.owned import OwnedPredictions, lookalikes, owned_review_project, owned_view
 from connectors.label_studio.push import run_each
-from connectors.label_studio.queue_plan import SyncResult, UndoResult
-from relabel.errors import RelabelError
+from connectors.label_studio.queue_plan import AcceptResult, SyncResult, UndoResult
+from relabel.errors import ConnectorError, RelabelError
 
 
 def _target(client: LabelStudioClient, project_id: int, control: str | None) -> ClassificationTarget:
@@ -143,6 +143,64 @@ def unsynced_decisions(client: LabelStudioClient, source_project_id: int, review
     return sum(1 for regions in reviewed.values() if not regions & synced)
 
 
+def pending_in_tier(client: LabelStudioClient, review_id: int, tier: str) -> list[dict[str, Any]]:
+    """The review tasks of ``tier`` that nobody has touched yet (no annotation, no draft)."""
+    return [
+        task
+        for task in client.export_tasks(review_id)
+        if (task.get("data") or {}).get("relabel_tier") == tier
+        and not task.get("annotations")
+        and not task.get("drafts")
+    ]
+
+
+def accept(
+    client: LabelStudioClient,
+    ledger: Ledger,
+    source_project_id: int,
+    tier: str,
+    confirm: Callable[[int], bool],
+    *,
+    control: str | None = None,
+) -> AcceptResult:
+    """Accept the model's suggestion for every untouched review task of ``tier``: each becomes a NEW
+    annotation on its source task whose region id is ``relabel-accept-<review task id>``, recorded in the
+    ledger (so ``undo`` removes exactly these), and the review task leaves the queue. Nothing happens unless
+    ``confirm(number of tasks)`` returns True. Existing annotations are never changed."""
+    review_id = _review_project_or_fail(client, ledger, source_project_id)
+    result = AcceptResult(int(source_project_id), review_id, tier)
+    tasks = pending_in_tier(client, review_id, tier)
+    if not tasks or not confirm(len(tasks)):
+        return result
+    target = _target(client, source_project_id, control)
+    entry = ledger.add(source_project_id, "accepted", annotation_ids=[])
+    for task in tasks:
+        data = task["data"]
+        region = f"{plan.ACCEPT_REGION_PREFIX}{task['id']}"
+        made = client.create_annotation(
+            int(data["relabel_source_task"]), target.result(data["relabel_suggested"], region_id=region), None
+        )
+        entry.data["annotation_ids"].append(int(made["id"]))
+        ledger.save(entry)  # recorded one by one: a run killed here leaves nothing unrecorded behind
+        result.accepted_task_ids.append(int(data["relabel_source_task"]))
+    client.delete_tasks(review_id, [int(task["id"]) for task in tasks])
+    return result
+
+
+def _undo_accepted(client: LabelStudioClient, ledger: Ledger, project_id: int) -> int:
+    """Delete the annotations ``accept`` recorded for the project; returns how many."""
+    deleted = 0
+    for entry in ledger.entries(project_id, "accepted"):
+        for annotation_id in entry.data.get("annotation_ids") or []:
+            try:
+                client.delete_annotation(int(annotation_id))
+                deleted += 1
+            except ConnectorError:  # already gone (deleted by hand)
+                pass
+        ledger.remove(entry)
+    return deleted
+
+
 def undo(client: LabelStudioClient, ledger: Ledger, project_id: int, *, force: bool = False) -> UndoResult:
     """Remove what relabel's ledger records for ``project_id`` (predictions, views, review projects);
     nothing else. Look-alikes that are not recorded are named in ``UndoResult.left_alone``.
@@ -165,6 +223,7 @@ def undo(client: LabelStudioClient, ledger: Ledger, project_id: int, *, force: b
                     "(or undo with --force)"
                 )
     owned_ids = _undo_predictions(client, ledger, project_id, result)
+    result.accepted_annotations_deleted = _undo_accepted(client, ledger, project_id)
     view, extra_views = owned_view(client, ledger, project_id)
     views = [entry for entry in (view, *extra_views) if entry is not None]
     for entry in views:

@@ -1,0 +1,85 @@
+"""``relabel accept``: accept the model's suggestions for one triage tier in bulk, as new annotations."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from relabel.commands.options import (
+    CONNECTION_HELP,
+    add_connection_options,
+    add_json_option,
+    connector_from_args,
+    print_json,
+)
+from relabel.errors import InputError
+from relabel.triage import TIERS
+
+ACCEPT_EPILOG = (
+    """
+examples:
+  relabel audit --project 3                         # the review project, items tiered
+  relabel accept --project 3 --tier "likely error"  # asks for confirmation first
+  relabel accept --project 3 --tier "likely error" --yes   # for scripts
+
+For every review task of the tier that nobody has touched yet, the model's suggested label becomes a NEW
+annotation on the source task (region id relabel-accept-<review task id>, recorded in relabel's ledger),
+and the review task leaves the queue. Existing annotations are never changed; `relabel undo --project 3`
+removes the accepted suggestions again.
+"""
+    + CONNECTION_HELP
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``accept`` subcommand."""
+    parser = subparsers.add_parser(
+        "accept",
+        help="accept the model's suggestions for a whole triage tier, as new (undoable) annotations",
+        description=(
+            "Accept the suggested label of every untouched review task of one triage tier (see the audit's "
+            "summary and report) as new annotations in the source project, after a confirmation."
+        ),
+        epilog=ACCEPT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_options(parser)
+    parser.add_argument(
+        "--tier", required=True, choices=TIERS, help="the triage tier whose suggestions to accept"
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    add_json_option(parser)
+    parser.set_defaults(func=run)
+
+
+def confirmation(args: argparse.Namespace) -> Any:
+    """``confirm(n)``: True with ``--yes``; else ask on the terminal; without a terminal, refuse clearly."""
+
+    def confirm(count: int) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"{count} suggestions of tier {args.tier!r} would be accepted; no terminal to confirm on: "
+                "pass --yes to accept them"
+            )
+        question = (
+            f"Accept the model's suggestion for {count} tasks of tier {args.tier!r} in project "
+            f"{args.project} as new annotations? [y/N] "
+        )
+        return input(question).strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel accept``; returns the exit code."""
+    connector = connector_from_args(args)
+    result = connector.accept(args.project, args.tier, confirmation(args), control=args.control)
+    if args.json:
+        print_json({"command": "accept", **asdict(result)})
+    else:
+        print(result.summary())
+    return 0
