@@ -195,13 +195,23 @@ class LabelStudioClient:
         return str(claims.get("token_type", "access")) if isinstance(claims, dict) else "legacy"
 
     # ------------------------------------------------------------------ errors
-    def _call(self, what: str, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
-        """``function(*args, **kwargs)`` with every failure turned into a one-line ConnectorError."""
+    def _call(
+        self,
+        what: str,
+        function: Callable[..., Result],
+        *args: Any,
+        not_found: str | None = None,
+        **kwargs: Any,
+    ) -> Result:
+        """``function(*args, **kwargs)`` with every failure turned into a one-line ConnectorError (a 404 into
+        NotFoundError with the message ``not_found``, when given)."""
         from label_studio_sdk.core.api_error import ApiError
 
         try:
             return function(*args, **kwargs)
         except ApiError as error:
+            if error.status_code == 404 and not_found is not None:
+                raise NotFoundError(not_found) from None
             raise self._status_error(what, error.status_code, error.body) from None
         except (httpx.HTTPError, requests.RequestException) as error:
             raise ConnectorError(
@@ -282,24 +292,13 @@ class LabelStudioClient:
 
     # ------------------------------------------------------------------ projects
     def get_project(self, project_id: int) -> dict[str, Any]:
-        """The project's JSON (``title``, ``label_config``, ``task_number``, ``model_version``, ...)."""
-        what = f"GET project {int(project_id)}"
-        from label_studio_sdk.core.api_error import ApiError
-
-        try:
-            project = self._sdk.projects.get(int(project_id))
-        except ApiError as error:
-            if error.status_code == 404:
-                raise NotFoundError(
-                    f"Label Studio at {self.url} has no project with id {project_id} (or the token's user "
-                    "cannot see it)"
-                ) from None
-            raise self._status_error(what, error.status_code, error.body) from None
-        except (httpx.HTTPError, requests.RequestException) as error:
-            raise ConnectorError(
-                f"Could not reach Label Studio at {self.url} ({type(error).__name__} on {what}); "
-                f"check {URL_ENV} and that the server is running"
-            ) from None
+        """The project's JSON (``title``, ``label_config``, ``task_number``, ``model_version``, ...);
+        NotFoundError when there is no such project."""
+        missing = f"Label Studio at {self.url} has no project with id {project_id}"
+        missing += " (or the token's user cannot see it)"
+        project = self._call(
+            f"GET project {int(project_id)}", self._sdk.projects.get, int(project_id), not_found=missing
+        )
         return _plain(project)
 
     def list_projects(self) -> list[dict[str, Any]]:
