@@ -360,8 +360,11 @@ def mnist_size_images(n: int, seed: int = 0):
 
 
 def cnn_module(n_classes: int = 10) -> torch.nn.Module:
-    """Two strided 3×3 convs (tanh) → Linear(784, 64) → tanh → Linear(64, K): p = 52,138."""
+    """Two strided 3×3 convs (tanh) → Linear(784, 64) → tanh → Linear(64, K): p = 52,138.
+
+    Starts with Unflatten because SuspicionScorer flattens (n, C, H, W) inputs for user modules."""
     return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 28, 28)),
         torch.nn.Conv2d(1, 8, 3, stride=2, padding=1),
         torch.nn.Tanh(),
         torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),

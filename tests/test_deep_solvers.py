@@ -147,3 +147,14 @@ def test_default_deep_path_on_digits_mlp_finishes_with_direct_solver() -> None:
     assert scorer.solver_name == "direct" and scorer.solver_choice.name == "direct"
     assert (ranking["self_influence"] > 0).all() and len(ranking) == len(y)
     assert "direct" in scorer.solver.describe() and "\n" not in scorer.solver_choice.describe()
+
+
+def test_auto_direct_uses_float32_columns_only_when_accurate(mlp_problem) -> None:
+    objective, damping, _, _, reference = mlp_problem
+    solver, choice = build_solver(objective, lissa=LissaConfig(damping=damping))
+    assert choice.name == "direct" and solver.diagnostics.hvp_dtype == "float32"
+    assert solver.diagnostics.relative_error_bound <= 1e-3
+    relative_error = np.abs(solver.self_influence() - reference) / reference
+    assert relative_error.max() <= solver.diagnostics.relative_error_bound
+    explicit, _ = build_solver(objective, "direct", lissa=LissaConfig(damping=damping))
+    assert explicit.diagnostics.hvp_dtype == "float64"

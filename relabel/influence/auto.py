@@ -3,7 +3,8 @@
 Cost model (n right-hand sides = the n training items, p parameters, c₆₄ / c₃₂ = measured seconds of one
 Hessian-vector product column in float64 / float32 on the full data, F = measured float64 GEMM rate):
 
-    direct  time ≈ p·c₆₄ (form H) + (p³/3 + n·p²)/F (Cholesky + triangular solves)   memory 8·p² bytes
+    direct  time ≈ p·c (form H) + (p³/3 + n·p²)/F (Cholesky + triangular solves)     memory 8·p² bytes
+            c = c₃₂ when float32 columns are accurate enough (κ̂·2⁻²³·√p ≤ 1e-3), else c₆₄
     cg      time ≈ n · ½√κ̂ ln(2/ε) · c₃₂                                           memory 32·b·p bytes
     lissa   time ≈ n · κ̂ ln(κ̂/ε) · c₃₂                                               memory 24·b·p bytes
 
@@ -156,8 +157,10 @@ def choose_solver(
     rate = _gemm_rate()
     cg_iterations = 0.5 * math.sqrt(kappa) * math.log(2 / tolerance)
     lissa_iterations = kappa * math.log(max(kappa / tolerance, math.e))
+    direct_float32 = kappa * 2.0**-23 * math.sqrt(p) <= 1e-3
+    column_seconds = c32 if direct_float32 else c64
     estimates = {
-        "direct": (p * c64 + (p**3 / 3 + n * p**2 + 60 * p**2) / rate, 8 * p * p),
+        "direct": (p * column_seconds + (p**3 / 3 + n * p**2 + 60 * p**2) / rate, 8 * p * p),
         "cg": (n * cg_iterations * c32, 32 * block * p),
         "lissa": (n * lissa_iterations * c32, 24 * block * p),
     }
@@ -194,6 +197,7 @@ def choose_solver(
             "condition_number": kappa,
             "damping": delta,
             "block_size": block,
+            "direct_float32_columns": float(direct_float32),
         },
     )
     return choice, spectrum
@@ -210,6 +214,9 @@ def build_solver(
     chunk_size: int = 1024,
 ) -> tuple[InfluenceSolver, SolverChoice]:
     """Choose (or take) a solver for ``objective`` and build it; returns (solver, choice).
+
+    ``auto`` builds the direct solver with float32 HVP columns when κ̂·2⁻²³·√p ≤ 1e-3 (see
+    :mod:`relabel.influence.direct`); an explicit ``"direct"`` is always float64 (exact to rounding).
 
     δ comes from ``lissa.damping`` (falling back to ``cg.damping``) and applies to whichever solver runs.
     """
@@ -236,6 +243,10 @@ def build_solver(
             memory_budget_bytes=memory_budget_bytes,
             column_block=fitting_block_size(objective, 256, itemsize=8),
             chunk_size=chunk_size,
+            # explicit solver="direct" stays float64 (exact); auto takes float32 columns when accurate
+            hvp_dtype="float32"
+            if requested == "auto" and choice.measurements["direct_float32_columns"]
+            else "float64",
         )
     elif choice.name == "cg":
         config = CgConfig(**{**cg.__dict__, "damping": damping, "block_size": min(cg.block_size, block)})
