@@ -390,7 +390,12 @@ def bench_cnn(args) -> None:
     noisy = clean.copy()
     noisy[flipped] = (clean[flipped] + rng.integers(1, 10, size=len(flipped))) % 10
     torch.manual_seed(0)
-    scorer = relabel.SuspicionScorer(model=cnn_module(), l2=args.cnn_l2)
+    scorer = relabel.SuspicionScorer(
+        model=cnn_module(),
+        l2=args.cnn_l2,
+        gradient_tolerance=args.cnn_gradient_tolerance,
+        max_training_seconds=args.cnn_training_seconds,
+    )
     train_seconds, _ = timed(scorer.fit, images, noisy)
     objective = scorer.objective
     summary = scorer.fit_summary
@@ -486,6 +491,8 @@ def main() -> int:
     parser.add_argument("--cnn-items", type=int, default=1500)
     parser.add_argument("--cnn-sample", type=int, default=32)
     parser.add_argument("--cnn-l2", type=float, default=1e-2)
+    parser.add_argument("--cnn-gradient-tolerance", type=float, help="‖∇J‖ target (default: relabel's 1e-4)")
+    parser.add_argument("--cnn-training-seconds", type=float, default=600.0, help="training time limit")
     parser.add_argument("--cnn-budget", type=float, default=600.0, help="s; above: sample + extrapolate")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-peers", action="store_true", help="skip pyDVL rows")
