@@ -34,6 +34,7 @@ from relabel.influence.torch_objective import TorchObjective
 
 ITERATIVE_WORK_BUDGET = 2 * 2**30  # bytes of HVP temporaries per batched call (sets the block size)
 TORCH_SOLVER_NAMES = ("direct", "cg", "lissa")
+SLOW_ESTIMATE_SECONDS = 600.0  # above this the choice's reason says how to make the problem smaller
 
 
 @dataclass
@@ -184,6 +185,11 @@ def choose_solver(
         else:
             reason = f"CG on {n:,} right-hand sides is estimated faster than forming the {p:,}² Hessian"
     seconds, size = estimates[name]
+    if seconds > SLOW_ESTIMATE_SECONDS:
+        reason += (
+            f"; over {SLOW_ESTIMATE_SECONDS / 60:.0f} min: restrict θ (LissaConfig(parameters=...)), "
+            "score fewer items, or use a GPU (device='cuda')"
+        )
     choice = SolverChoice(
         name=name,
         reason=reason,
