@@ -32,6 +32,9 @@ from relabel.influence.lissa import LissaConfig, LissaSolver
 from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
 
+# Blocks of 64 right-hand sides / identity columns by default: on CPU the vmapped HVP's cost per column
+# is lowest around 16–64 columns (measured on the digits MLP: 0.66 ms at 16, 0.78 at 64, 1.5 at 256 —
+# larger blocks spill the caches), while fewer Python round trips favour larger blocks.
 ITERATIVE_WORK_BUDGET = 2 * 2**30  # bytes of HVP temporaries per batched call (sets the block size)
 TORCH_SOLVER_NAMES = ("direct", "cg", "lissa")
 SLOW_ESTIMATE_SECONDS = 600.0  # above this the choice's reason says how to make the problem smaller
@@ -128,7 +131,7 @@ def choose_solver(
     convex: bool = False,
     damping: float | None = None,
     tolerance: float = 1e-2,
-    block_size: int = 256,
+    block_size: int = 64,
     memory_budget_bytes: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
     n_solves: int | None = None,
     spectrum: Spectrum | None = None,
@@ -247,7 +250,7 @@ def build_solver(
             damping=damping,
             convex=convex,
             memory_budget_bytes=memory_budget_bytes,
-            column_block=fitting_block_size(objective, 256, itemsize=8),
+            column_block=fitting_block_size(objective, 64, itemsize=8),
             chunk_size=chunk_size,
             # explicit solver="direct" stays float64 (exact); auto takes float32 columns when accurate
             hvp_dtype="float32"

@@ -51,7 +51,7 @@ class CgConfig:
     damping: float | None = None
     tolerance: float = 1e-2
     max_iterations: int | None = None
-    block_size: int = 256
+    block_size: int = 64
     hvp_dtype: str = "float32"
     lanczos_steps: int = 40
     seed: int = 0

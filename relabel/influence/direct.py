@@ -64,7 +64,7 @@ class DirectDiagnostics:
 
 def form_hessian(
     objective: TorchObjective,
-    column_block: int = 256,
+    column_block: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """H = ∇²J(θ̂) (weight decay included, no δ) as a float64 numpy (p, p) array, not yet symmetrised,
@@ -117,7 +117,7 @@ class DirectSolver(InfluenceSolver):
         damping: float | None = None,
         convex: bool = False,
         memory_budget_bytes: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
-        column_block: int = 256,
+        column_block: int = 64,
         chunk_size: int = 1024,
         progress: Callable[[int], None] | None = None,
         hvp_dtype: str = "float64",

@@ -82,7 +82,7 @@ class LissaConfig:
     repeats: int = 1
     tolerance: float = 1e-2
     max_iterations: int | None = None
-    block_size: int = 256
+    block_size: int = 64
     power_iterations: int = 40
     parameters: tuple[str, ...] | None = None
     on_max_iterations: str | None = None
