@@ -20,9 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from relabel.errors import InputError
+from relabel.influence.auto import SolverChoice, build_solver
 from relabel.influence.base import InfluenceSolver
+from relabel.influence.cg import CgConfig
+from relabel.influence.direct import DEFAULT_HESSIAN_MEMORY_BUDGET
 from relabel.influence.exact import ExactLogisticSolver, LogisticGradients
-from relabel.influence.lissa import LissaConfig, LissaSolver
+from relabel.influence.lissa import LissaConfig
 from relabel.influence.torch_objective import PerExampleLoss, TorchObjective, cross_entropy_per_example
 from relabel.logistic import LogisticFit, fit_logistic
 from relabel.methods import (
@@ -37,10 +40,10 @@ from relabel.torch_models import (
     build_cnn,
     build_logistic,
     build_mlp,
-    train_to_stationary_point,
+    train_for_influence,
 )
 
-SOLVER_NAMES = ("auto", "exact", "lissa")
+SOLVER_NAMES = ("auto", "exact", "direct", "cg", "lissa")
 
 
 @dataclass
@@ -123,6 +126,9 @@ class SuspicionScorer:
         gradient_tolerance: float | None = None,
         max_training_iterations: int = 5000,
         progress: bool = False,
+        cg: CgConfig | None = None,
+        hessian_memory_budget: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
+        max_training_seconds: float = 600.0,
     ) -> None:
         if isinstance(model, str) and model not in MODEL_NAMES:
             raise InputError(
@@ -131,13 +137,18 @@ class SuspicionScorer:
         if solver not in SOLVER_NAMES:
             raise InputError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVER_NAMES)}")
         if solver == "exact" and model != "logistic":
-            raise InputError("solver='exact' is only available for model='logistic'; use solver='lissa'")
+            raise InputError("solver='exact' is only available for model='logistic'; use solver='auto'")
         if l2 <= 0:
             raise InputError(f"l2 must be > 0; got {l2}")
         self.model = model
+        # auto: exact Cholesky for logistic; for torch models direct / cg / lissa by the cost model
+        # (relabel.influence.auto), resolved when the solver is built (then solver_name says which ran)
         self.solver_name = "exact" if solver == "auto" and model == "logistic" else solver
-        if self.solver_name == "auto":
-            self.solver_name = "lissa"
+        self.requested_solver = self.solver_name
+        self.cg_config = cg or CgConfig(seed=seed)
+        self.hessian_memory_budget = int(hessian_memory_budget)
+        self.max_training_seconds = float(max_training_seconds)
+        self.solver_choice: SolverChoice | None = None
         self.l2 = float(l2)
         self.seed = int(seed)
         self.device = torch.device(device)
@@ -190,11 +201,11 @@ class SuspicionScorer:
         if self.model == "logistic":
             self.logistic_fit = self._fit_logistic(X.reshape(len(X), -1), n_classes)
             self.probabilities = self.logistic_fit.predict_proba(X.reshape(len(X), -1))
-            if self.solver_name == "lissa":
+            if self.solver_name != "exact":
                 self.module = self._logistic_module(self.logistic_fit)
         else:
             self.module = self._fit_torch_model(X, n_classes)
-        if self.solver_name == "lissa":
+        if self.solver_name != "exact":
             self.objective = self._torch_objective()
             self.probabilities = self.objective.probabilities()
         self._solver = None
@@ -266,7 +277,7 @@ class SuspicionScorer:
                     bar.set_postfix(grad_norm=f"{gradient_norm:.2e}")
                     bar.refresh()
 
-                report = train_to_stationary_point(
+                report = train_for_influence(
                     module,
                     inputs,
                     targets,
@@ -274,6 +285,8 @@ class SuspicionScorer:
                     loss_fn=self.loss_fn,
                     gradient_tolerance=tolerance,
                     max_iterations=self.max_training_iterations,
+                    max_seconds=self.max_training_seconds,
+                    seed=self.seed,
                     progress=advance,
                 )
             self.fit_summary = FitSummary(
@@ -319,7 +332,16 @@ class SuspicionScorer:
                         gradients, self.chunk_size, hessian_progress=bar.update
                     )
             else:
-                self._solver = LissaSolver(self.objective, self.lissa_config, convex=self.model == "logistic")
+                self._solver, self.solver_choice = build_solver(
+                    self.objective,
+                    self.requested_solver,
+                    convex=self.model == "logistic",
+                    lissa=self.lissa_config,
+                    cg=self.cg_config,
+                    memory_budget_bytes=self.hessian_memory_budget,
+                    chunk_size=self.chunk_size,
+                )
+                self.solver_name = self.solver_choice.name
         return self._solver
 
     def scores(self, methods: Sequence[str] = ("self_influence", "loss")) -> pd.DataFrame:

@@ -66,7 +66,9 @@ def test_lissa_matches_explicit_inverse_on_mlp() -> None:
         rel=1e-2,
     )
     relative_error = np.abs(scores - reference) / reference
-    assert np.median(relative_error) <= 1e-3
+    # the default tolerance is a 1e-2 relative error bound (it was a 1e-6 relative change before issue 11)
+    assert solver.diagnostics.max_error_bound <= solver.config.tolerance == 1e-2
+    assert np.median(relative_error) <= 1e-2
     assert relative_error.max() <= 1e-2
     assert spearmanr(scores, reference).statistic >= 0.999
 
@@ -75,7 +77,8 @@ def test_lissa_last_layer_subset_matches_explicit_block() -> None:
     model, X, y = small_trained_mlp(n_items=100, hidden_units=8)
     objective = TorchObjective(model, X, y, weight_decay=1e-2, parameter_names=("2",))
     assert objective.parameter_names == ["2.weight", "2.bias"]
-    solver = LissaSolver(objective, LissaConfig(damping=1e-3))
+    # elementwise 1e-3 agreement needs a tighter error bound than the 1e-2 default (changed in issue 11)
+    solver = LissaSolver(objective, LissaConfig(damping=1e-3, tolerance=1e-5))
     damped = explicit_damped_hessian(objective, 1e-3)
     vectors = objective.per_example_gradients(np.arange(5))
     np.testing.assert_allclose(

@@ -57,6 +57,10 @@ class InfluenceSolver(ABC):
     def inverse_hvp(self, vectors: Any) -> Any:
         """H⁻¹ v for each row v of ``vectors`` (shape (m, p)); returns the same shape and type."""
 
+    def describe(self) -> str:
+        """One line: which solver ran and its accuracy diagnostics (subclasses say more)."""
+        return f"{type(self).__name__}: p = {self.gradients.n_parameters:,}"
+
     def self_influence_of(self, gradient_rows: Any) -> np.ndarray:
         """g_iᵀ H⁻¹ g_i for each row g_i; shape (m,), float64."""
         solved = self.inverse_hvp(gradient_rows)

@@ -181,6 +181,10 @@ class ExactLogisticSolver(InfluenceSolver):
                 f"the logistic Hessian is not positive definite or not finite ({error}); raise l2"
             ) from error
 
+    def describe(self) -> str:
+        p = self.cholesky_factor.shape[0]
+        return f"exact: one Cholesky factor of the {p:,} × {p:,} logistic Hessian (float64, exact)"
+
     def inverse_hvp(self, vectors: np.ndarray) -> np.ndarray:
         """H⁻¹ v for each row v (two triangular solves with the Cholesky factor)."""
         solved = linalg.cho_solve((self.cholesky_factor, True), np.asarray(vectors).T, check_finite=False)

@@ -91,6 +91,34 @@ class TorchObjective:
     def dtype(self) -> torch.dtype:
         return self.theta.dtype
 
+    def with_dtype(self, dtype: torch.dtype) -> TorchObjective:
+        """The same objective at the same θ̂ evaluated in ``dtype`` (e.g. float32 Hessian-vector products).
+
+        A copy of the module, the inputs and the chosen parameters is made in ``dtype``; targets are shared.
+        Returns ``self`` when the dtype already matches.
+        """
+        if dtype == self.dtype:
+            return self
+        import copy
+
+        model = copy.deepcopy(self.model).to(dtype)
+        inputs = self.X.to(dtype) if torch.is_floating_point(self.X) else self.X
+        twin = TorchObjective(
+            model,
+            inputs,
+            self.y,
+            weight_decay=self.weight_decay,
+            loss_fn=self.loss_fn,
+            parameter_names=self.parameter_names,
+            data_chunk_size=self.data_chunk_size,
+        )
+        twin.theta = self.theta.to(dtype)
+        twin.fixed = {
+            name: tensor.to(dtype) if torch.is_floating_point(tensor) else tensor
+            for name, tensor in self.fixed.items()
+        }
+        return twin
+
     def _parameters_from(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = torch.split(theta, self.sizes)
         params = {
