@@ -73,6 +73,7 @@ class AuditResult:
             f"method {self.settings.method}",
             f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})",
         ]
+        lines += self.solver_lines()
         if self.push is not None:
             lines.append(self.push.summary())
         if self.report_path is not None:
@@ -80,6 +81,21 @@ class AuditResult:
         timing = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.seconds.items())
         lines.append(f"time: {timing}")
         return "\n".join(lines)
+
+
+    def solver_lines(self) -> list[str]:
+        """How the scores were computed: the fit's gradient norm, the solver and its accuracy diagnostics
+        (and, for deep models, why ``auto`` chose that solver)."""
+        scorer = self.scorer
+        if scorer is None or getattr(scorer, "_solver", None) is None:
+            return []
+        fit = scorer.fit_summary
+        lines = [f"fit: {fit.model}, {fit.n_parameters:,} parameters, ‖∇J‖ = {fit.gradient_norm:.1e}"]
+        choice = getattr(scorer, "solver_choice", None)
+        if choice is not None:
+            lines.append(choice.describe())
+        lines.append(f"solver {scorer.solver.describe()}")
+        return lines
 
 
 def _preview(ids: list[int], limit: int = 10) -> str:

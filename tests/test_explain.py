@@ -91,8 +91,10 @@ def test_explain_cli_prints_supporting_and_opposing_items(tmp_path, capsys) -> N
     )  # fmt: skip
     assert code == 0
     output = capsys.readouterr().out
-    # the CLI featurizes as the audit does (standardised columns); rebuild that fit and compare the rows
-    standardised = (X - X.mean(axis=0)) / X.std(axis=0)
+    # the CLI featurizes as the audit does (robust z-scores per column); rebuild that fit and compare the rows
+    from relabel.featurizers import TabularStandardizer
+
+    standardised = TabularStandardizer().fit_transform(frame[["f1", "f2", "f3"]])
     classes = sorted(set(names))
     labels = np.array([classes.index(name) for name in names[y]])
     scorer = SuspicionScorer(l2=0.05).fit(standardised, labels)
