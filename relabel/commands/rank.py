@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--solver",
         choices=SOLVER_NAMES,
         default="auto",
-        help="inverse-Hessian solver: auto = exact for logistic, LiSSA otherwise (default: auto)",
+        help="inverse-Hessian solver: auto = exact for logistic, direct or CG by a cost estimate for mlp/cnn "
+        "(default: auto)",
     )
     parser.add_argument(
         "--methods",
