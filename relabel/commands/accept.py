@@ -11,6 +11,7 @@ from relabel.commands.options import (
     CONNECTION_HELP,
     add_connection_options,
     add_json_option,
+    add_progress_options,
     connector_from_args,
     print_json,
 )
@@ -51,6 +52,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     add_json_option(parser)
+    add_progress_options(parser)
     parser.set_defaults(func=run)
 
 

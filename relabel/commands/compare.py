@@ -111,15 +111,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``relabel compare``; prints the summary table and the files written."""
-    from relabel.commands.data_source import known_errors_from_sync, load_items, truthy
+def comparison_config(args: argparse.Namespace) -> Any:
+    """The :class:`relabel.comparison.ComparisonConfig` the flags describe (noise source checked here)."""
     from relabel.commands.options import show_progress
-    from relabel.comparison import ComparisonConfig, compare_methods
-    from relabel.feature_comparison import compare_feature_sets, parse_feature_sets
-    from relabel.output import check_writable_folder
+    from relabel.comparison import ComparisonConfig
 
-    check_writable_folder(args.out, "--out")
     known = args.error_column or args.errors_from_sync
     noise = args.noise or ("none" if known else "uniform")
     if noise != "none" and known:
@@ -147,73 +143,89 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     config.validate()
-    items = load_items(args, needed_columns=(args.error_column, args.true_label_column))
-    known_errors = true_labels = None
-    given_labels = items.y
+    return config
+
+
+def known_errors_from_file(args: argparse.Namespace, items: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(known errors, true labels or None) from the file's ``--error-column`` / ``--true-label-column``."""
+    from relabel.commands.data_source import truthy
+
+    if args.data is None:
+        raise InputError("--error-column needs a file (DATA)")
+    columns = items.dataset.extra_columns
+    known_errors = truthy(columns[args.error_column])
+    if not args.true_label_column:
+        return known_errors, None
+    lookup = {name: index for index, name in enumerate(items.dataset.classes)}
+    true_labels = items.y.copy()
+    for position in np.flatnonzero(known_errors):
+        raw = columns[args.true_label_column].iloc[position]
+        text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
+        if text not in lookup:
+            raise InputError(
+                f"item {items.dataset.ids[position]!r}: true label {raw!r} in "
+                f"{args.true_label_column!r} is not one of the classes {items.dataset.classes}"
+            )
+        true_labels[position] = lookup[text]
+    return known_errors, true_labels
+
+
+def errors_to_find(args: argparse.Namespace, items: Any, config: Any) -> tuple[Any, Any, Any, str]:
+    """(labels the rankers see, known errors or None, true labels or None, description of the source)."""
+    from relabel.commands.data_source import known_errors_from_sync
+
     if args.errors_from_sync:
         reviewed = known_errors_from_sync(args, items)
-        given_labels, known_errors, true_labels = reviewed.given, reviewed.is_error, reviewed.true
         description = (
-            f"{items.description}; {reviewed.n_reviewed} reviewed, {int(known_errors.sum())} labels changed "
-            "by reviewers (relabel sync)"
+            f"{items.description}; {reviewed.n_reviewed} reviewed, {int(reviewed.is_error.sum())} labels "
+            "changed by reviewers (relabel sync)"
         )
-    elif config.noise is None:
-        if args.data is None:
-            raise InputError("--error-column needs a file (DATA)")
-        known_errors = truthy(items.dataset.extra_columns[args.error_column])
-        if args.true_label_column:
-            lookup = {name: index for index, name in enumerate(items.dataset.classes)}
-            true_labels = items.y.copy()
-            for position in np.flatnonzero(known_errors):
-                raw = items.dataset.extra_columns[args.true_label_column].iloc[position]
-                text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
-                if text not in lookup:
-                    raise InputError(
-                        f"item {items.dataset.ids[position]!r}: true label {raw!r} in "
-                        f"{args.true_label_column!r} is not one of the classes {items.dataset.classes}"
-                    )
-                true_labels[position] = lookup[text]
-        description = f"{items.description}; {int(known_errors.sum())} known errors"
-    else:
-        description = f"{items.description}; {config.noise} noise at rate {config.rate:g}"
+        return reviewed.given, reviewed.is_error, reviewed.true, description
+    if config.noise is None:
+        known_errors, true_labels = known_errors_from_file(args, items)
+        return (
+            items.y,
+            known_errors,
+            true_labels,
+            f"{items.description}; {int(known_errors.sum())} known errors",
+        )
+    return items.y, None, None, f"{items.description}; {config.noise} noise at rate {config.rate:g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel compare``; prints the summary table and the files written."""
+    from relabel.commands.data_source import load_items
+    from relabel.commands.options import print_json, show_progress
+    from relabel.comparison import compare_methods
+    from relabel.feature_comparison import compare_feature_sets, parse_feature_sets
+    from relabel.output import check_writable_folder
+
+    check_writable_folder(args.out, "--out")
+    config = comparison_config(args)
+    items = load_items(args, needed_columns=(args.error_column, args.true_label_column))
+    given_labels, known_errors, true_labels, description = errors_to_find(args, items, config)
     description += f"; {len(config.seeds)} seed(s)"
+    common = {
+        "n_classes": len(items.dataset.classes),
+        "known_errors": known_errors,
+        "true_labels": true_labels,
+        "description": description,
+    }
     feature_sets = parse_feature_sets(args.features)
     if len(feature_sets) > 1:  # the feature set as one more dimension of the comparison (text items)
         if items.dataset.kind != "text":
             raise InputError(f"--features {args.features}: several feature sets apply to text items only")
+        options = {"device": args.device, "progress": show_progress(args)}
         result = compare_feature_sets(
-            items.dataset.inputs,
-            given_labels,
-            feature_sets,
-            config,
-            n_classes=len(items.dataset.classes),
-            known_errors=known_errors,
-            true_labels=true_labels,
-            description=description,
-            featurizer_options={"device": args.device, "progress": show_progress(args)},
+            items.dataset.inputs, given_labels, feature_sets, config, featurizer_options=options, **common
         )
     else:
-        result = compare_methods(
-            items.X,
-            given_labels,
-            config,
-            n_classes=len(items.dataset.classes),
-            known_errors=known_errors,
-            true_labels=true_labels,
-            description=description,
-        )
+        result = compare_methods(items.X, given_labels, config, **common)
     paths = result.write(args.out)
     if args.json:
-        from relabel.commands.options import print_json
-
-        print_json(
-            {
-                "command": "compare",
-                "description": description,
-                "methods": result.summary.to_dict(orient="records"),
-                "files": {name: str(path) for name, path in paths.items()},
-            }
-        )
+        methods = result.summary.to_dict(orient="records")
+        files = {name: str(path) for name, path in paths.items()}
+        print_json({"command": "compare", "description": description, "methods": methods, "files": files})
         return 0
     print(description)
     print(result.table())
