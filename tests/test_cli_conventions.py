@@ -34,7 +34,7 @@ def test_every_subcommand_spells_quiet_the_same_and_json_where_promised() -> Non
     for name, parser in subcommands().items():
         options = {option for action in parser._actions for option in action.option_strings}
         assert "--quiet" in options, name
-        assert ("--json" in options) == (name in {"audit", "sync", "undo", "compare"}), name
+        assert ("--json" in options) == (name in {"audit", "sync", "undo", "accept", "compare"}), name
 
 
 @pytest.fixture
