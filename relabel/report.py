@@ -299,19 +299,7 @@ def write_report(
         )
         for _, row in shown.iterrows()
     ]
-    cards: dict[str, Any] = {
-        "items ranked": len(ranking),
-        "flagged for review": n_flagged,
-        "flagged where the model disagrees": _count_changed(shown),
-    }
-    if triaged:
-        tiers = ranking["tier"].value_counts()
-        cards.update({f"tier: {tier}": int(tiers.get(tier, 0)) for tier in TIERS})
-    total_estimate = _estimated_total(ranking, estimate)
-    if total_estimate is not None:
-        cards["estimated label errors in the project"] = total_estimate
-    cards["ranked by"] = method
-    cards.update(summary or {})
+    cards = _summary_cards(ranking, shown, n_flagged, method, estimate, summary)
     page = (
         _page_head(title)
         + _summary_block(title, cards)
@@ -327,6 +315,31 @@ def write_report(
     )
     write_private_text(paths["report_html"], page)
     return paths
+
+
+def _summary_cards(
+    ranking: pd.DataFrame,
+    shown: pd.DataFrame,
+    n_flagged: int,
+    method: str,
+    estimate: Any,
+    summary: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The report's head cards: counts, tiers, the error estimate, the method, then ``summary``."""
+    cards: dict[str, Any] = {
+        "items ranked": len(ranking),
+        "flagged for review": n_flagged,
+        "flagged where the model disagrees": _count_changed(shown),
+    }
+    if "tier" in shown.columns:
+        tiers = ranking["tier"].value_counts()
+        cards.update({f"tier: {tier}": int(tiers.get(tier, 0)) for tier in TIERS})
+    total_estimate = _estimated_total(ranking, estimate)
+    if total_estimate is not None:
+        cards["estimated label errors in the project"] = total_estimate
+    cards["ranked by"] = method
+    cards.update(summary or {})
+    return cards
 
 
 def _flagged_ids(ranking: pd.DataFrame, shown: pd.DataFrame, id_column: str) -> set[Any]:

@@ -76,6 +76,22 @@ class TrainingReport:
     seconds: float = 0.0
 
 
+def _not_stationary(
+    norm: float, tolerance: float, iterations: int, seconds_limit: float | None
+) -> ConvergenceError:
+    """The error for a fit that stopped above the gradient tolerance, naming the limit it hit."""
+    limit = (
+        f"the time limit ({seconds_limit:.0f} s; raise max_training_seconds)"
+        if seconds_limit is not None
+        else f"{iterations} L-BFGS iterations (raise max_training_iterations)"
+    )
+    return ConvergenceError(
+        f"training stopped at gradient norm {norm:.3g} > gradient_tolerance {tolerance:g} after {limit}; "
+        "influence needs a stationary point: raise the limit, raise weight decay (l2), loosen "
+        "gradient_tolerance, or standardise the features"
+    )
+
+
 def train_to_stationary_point(
     model: nn.Module,
     X: torch.Tensor,
@@ -147,19 +163,69 @@ def train_to_stationary_point(
             optimizer = new_optimizer()
     optimizer.zero_grad()
     if norm > gradient_tolerance:
-        limit = (
-            f"the time limit ({max_seconds:.0f} s; raise max_training_seconds)"
-            if out_of_time
-            else f"{iterations} L-BFGS iterations (raise max_training_iterations)"
-        )
-        raise ConvergenceError(
-            f"training stopped at gradient norm {norm:.3g} > gradient_tolerance {gradient_tolerance:g} after "
-            f"{limit}; influence needs a stationary point: raise the limit, raise weight decay (l2), "
-            "loosen gradient_tolerance, or standardise the features"
-        )
+        raise _not_stationary(norm, gradient_tolerance, iterations, max_seconds if out_of_time else None)
     return TrainingReport(
         gradient_norm=norm, objective=value, iterations=iterations, lbfgs_iterations=iterations
     )
+
+
+def _adam_stage(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    adam_steps: int,
+    learning_rate: float,
+    seed: int,
+    deadline: float,
+    progress: Callable[[int, float], None] | None,
+    *,
+    weight_decay: float,
+    loss_fn: PerExampleLoss,
+    batch_size: int,
+) -> tuple[int, float]:
+    """Stage 1 of :func:`train_for_influence`: float32 minibatch Adam on a copy of ``model``, weights copied
+    back at the end; stops at ``adam_steps`` or the ``deadline`` (``time.perf_counter`` seconds). Returns
+    (steps done, ‖∇J‖₂ of ``model`` on the full data afterwards)."""
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    fast = copy.deepcopy(model).to(torch.float32)
+    fast.train(False)
+    fast_parameters = [parameter for parameter in fast.parameters() if parameter.requires_grad]
+    inputs = X.to(torch.float32) if torch.is_floating_point(X) else X
+    optimizer = torch.optim.Adam(fast_parameters, lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    n = X.shape[0]
+    batch = max(1, min(batch_size, n))
+    steps_done = 0
+    while steps_done < adam_steps and time.perf_counter() < deadline:
+        order = torch.randperm(n, generator=generator).to(X.device)
+        for start in range(0, n - batch + 1, batch):
+            rows = order[start : start + batch]
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * learning_rate * (1 + math.cos(math.pi * steps_done / adam_steps))
+            optimizer.zero_grad()
+            penalty = sum((parameter * parameter).sum() for parameter in fast_parameters)
+            loss = loss_fn(fast(inputs[rows]), y[rows]).mean() + 0.5 * weight_decay * penalty
+            loss.backward()
+            optimizer.step()
+            steps_done += 1
+            if steps_done >= adam_steps:
+                break
+        if not math.isfinite(float(loss.detach())):
+            raise ConvergenceError(
+                "training diverged (objective is NaN/inf): standardise the features or lower the "
+                "learning rate"
+            )
+        if progress is not None:
+            progress(steps_done, math.sqrt(sum(float((p.grad**2).sum()) for p in fast_parameters)))
+    with torch.no_grad():
+        for target, source in zip(parameters, fast_parameters, strict=True):
+            target.copy_(source.to(target.dtype))
+    model.zero_grad()
+    penalty = sum((parameter * parameter).sum() for parameter in parameters)
+    (loss_fn(model(X), y).mean() + 0.5 * weight_decay * penalty).backward()
+    norm = math.sqrt(sum(float((parameter.grad**2).sum()) for parameter in parameters))
+    model.zero_grad()
+    return steps_done, norm
 
 
 def train_for_influence(
@@ -191,49 +257,12 @@ def train_for_influence(
     Raises :class:`ConvergenceError` naming the limit hit and the settings to change.
     """
     started = time.perf_counter()
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    steps_done = 0
-    adam_norm = float("nan")
-    if adam_steps > 0 and parameters:
-        fast = copy.deepcopy(model).to(torch.float32)
-        fast.train(False)
-        fast_parameters = [parameter for parameter in fast.parameters() if parameter.requires_grad]
-        inputs = X.to(torch.float32) if torch.is_floating_point(X) else X
-        optimizer = torch.optim.Adam(fast_parameters, lr=learning_rate)
-        generator = torch.Generator().manual_seed(seed)
-        n = X.shape[0]
-        batch = max(1, min(batch_size, n))
-        while steps_done < adam_steps and time.perf_counter() - started < 0.5 * max_seconds:
-            order = torch.randperm(n, generator=generator).to(X.device)
-            for start in range(0, n - batch + 1, batch):
-                rows = order[start : start + batch]
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * learning_rate * (1 + math.cos(math.pi * steps_done / adam_steps))
-                optimizer.zero_grad()
-                penalty = sum((parameter * parameter).sum() for parameter in fast_parameters)
-                loss = loss_fn(fast(inputs[rows]), y[rows]).mean() + 0.5 * weight_decay * penalty
-                loss.backward()
-                optimizer.step()
-                steps_done += 1
-                if steps_done >= adam_steps:
-                    break
-            if not math.isfinite(float(loss.detach())):
-                raise ConvergenceError(
-                    "training diverged (objective is NaN/inf): standardise the features or lower the "
-                    "learning rate"
-                )
-            if progress is not None:
-                norm = math.sqrt(sum(float((parameter.grad**2).sum()) for parameter in fast_parameters))
-                progress(steps_done, norm)
-        with torch.no_grad():
-            for target, source in zip(parameters, fast_parameters, strict=True):
-                target.copy_(source.to(target.dtype))
-        del fast, optimizer
-        model.zero_grad()
-        penalty = sum((parameter * parameter).sum() for parameter in parameters)
-        (loss_fn(model(X), y).mean() + 0.5 * weight_decay * penalty).backward()
-        adam_norm = math.sqrt(sum(float((parameter.grad**2).sum()) for parameter in parameters))
-        model.zero_grad()
+    steps_done, adam_norm = 0, float("nan")
+    if adam_steps > 0 and any(parameter.requires_grad for parameter in model.parameters()):
+        options = {"weight_decay": weight_decay, "loss_fn": loss_fn, "batch_size": batch_size}
+        steps_done, adam_norm = _adam_stage(
+            model, X, y, adam_steps, learning_rate, seed, started + 0.5 * max_seconds, progress, **options
+        )
 
     def shifted(iterations: int, norm: float) -> None:
         if progress is not None:

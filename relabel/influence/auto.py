@@ -168,25 +168,7 @@ def choose_solver(
         "cg": (n * cg_iterations * c32, 32 * block * p),
         "lissa": (n * lissa_iterations * c32, 24 * block * p),
     }
-    fits = {name: size <= memory_budget_bytes or name != "direct" for name, (_, size) in estimates.items()}
-    if requested != "auto":
-        name = requested
-        reason = "requested"
-    else:
-        candidates = [name for name in ("direct", "cg") if fits[name]]
-        name = min(candidates, key=lambda candidate: estimates[candidate][0])
-        if name == "direct":
-            reason = (
-                f"p = {p:,}: the {p:,}² Hessian fits the {_bytes(memory_budget_bytes)} budget and forming + "
-                "factoring it is the fastest exact route"
-            )
-        elif not fits["direct"]:
-            reason = (
-                f"p = {p:,}: the Hessian ({_bytes(estimates['direct'][1])}) exceeds the "
-                f"{_bytes(memory_budget_bytes)} budget; CG (√κ̂ iterations, κ̂ ≈ {kappa:.0f}) beats LiSSA"
-            )
-        else:
-            reason = f"CG on {n:,} right-hand sides is estimated faster than forming the {p:,}² Hessian"
+    name, reason = _pick(requested, estimates, memory_budget_bytes, p, n, kappa)
     seconds, size = estimates[name]
     if seconds > SLOW_ESTIMATE_SECONDS:
         reason += (
@@ -210,6 +192,29 @@ def choose_solver(
         },
     )
     return choice, spectrum
+
+
+def _pick(
+    requested: str, estimates: dict[str, tuple[float, float]], budget: int, p: int, n: int, kappa: float
+) -> tuple[str, str]:
+    """(solver, reason): the requested one, or the cheapest of direct (when H fits ``budget`` bytes) and CG;
+    LiSSA (κ̂ iterations against CG's √κ̂) is never cheaper on the same operator."""
+    if requested != "auto":
+        return requested, "requested"
+    direct_fits = estimates["direct"][1] <= budget
+    candidates = ["direct", "cg"] if direct_fits else ["cg"]
+    name = min(candidates, key=lambda candidate: estimates[candidate][0])
+    if name == "direct":
+        return name, (
+            f"p = {p:,}: the {p:,}² Hessian fits the {_bytes(budget)} budget and forming + factoring it is "
+            "the fastest exact route"
+        )
+    if not direct_fits:
+        return name, (
+            f"p = {p:,}: the Hessian ({_bytes(estimates['direct'][1])}) exceeds the {_bytes(budget)} budget; "
+            f"CG (√κ̂ iterations, κ̂ ≈ {kappa:.0f}) beats LiSSA"
+        )
+    return name, f"CG on {n:,} right-hand sides is estimated faster than forming the {p:,}² Hessian"
 
 
 def build_solver(
