@@ -371,3 +371,14 @@ def test_accept_a_tier_in_bulk_then_undo_removes_exactly_those_annotations() -> 
     undone = connector.undo(project_id)
     assert undone.accepted_annotations_deleted == pending
     assert {t["id"]: t["annotations"] for t in client.export_tasks(project_id)} == before
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > 80:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert long == []
