@@ -73,6 +73,8 @@ class AuditResult:
             f"method {self.settings.method}",
             f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})",
         ]
+        if self.triage is not None:
+            lines.append(self.triage.summary_line())
         lines += self.solver_lines()
         if self.push is not None:
             lines.append(self.push.summary())

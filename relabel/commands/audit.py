@@ -160,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(audit_json(result, triage))
         return 1 if report_error is not None else 0
-    print(result.summary())
-    if triage is not None:
-        from relabel.triage import summary_line
-
-        print(summary_line(triage))
+    print(result.summary())  # includes the triage line
     if result.url:
         print(f"open: {result.url}")
     if report_error is not None:
