@@ -32,8 +32,6 @@ from relabel.influence.base import InfluenceSolver
 from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass
 class CgConfig:
@@ -92,10 +90,8 @@ class CgSolver(InfluenceSolver):
     ) -> None:
         self.config = config or CgConfig()
         super().__init__(objective, chunk_size or self.config.block_size)
-        if self.config.hvp_dtype not in DTYPES:
-            raise ValueError(f"hvp_dtype must be one of {sorted(DTYPES)}; got {self.config.hvp_dtype!r}")
         self.objective = objective
-        self.hvp_objective = objective.with_dtype(DTYPES[self.config.hvp_dtype])
+        self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
         self.operator = self.hvp_objective.hessian_operator()
         if spectrum is None:
             generator = torch.Generator().manual_seed(self.config.seed)

@@ -24,6 +24,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from relabel.errors import InputError
 
+HVP_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # hvp_dtype settings of the solvers
 PerExampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -90,6 +91,12 @@ class TorchObjective:
     @property
     def dtype(self) -> torch.dtype:
         return self.theta.dtype
+
+    def for_hvps(self, dtype_name: str) -> TorchObjective:
+        """:meth:`with_dtype` by name (``"float32"`` or ``"float64"``, a solver's ``hvp_dtype`` setting)."""
+        if dtype_name not in HVP_DTYPES:
+            raise ValueError(f"hvp_dtype must be one of {sorted(HVP_DTYPES)}; got {dtype_name!r}")
+        return self.with_dtype(HVP_DTYPES[dtype_name])
 
     def with_dtype(self, dtype: torch.dtype) -> TorchObjective:
         """The same objective at the same θ̂ evaluated in ``dtype`` (e.g. float32 Hessian-vector products).
