@@ -10,6 +10,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from relabel.errors import InputError
+
 InputKind = Literal["text", "image", "tabular"]
 
 
@@ -74,3 +76,12 @@ class FlaggedItem:
     current: str | None = None
     probability: float | None = None
     tier: str | None = None
+
+
+def text_inputs(inputs: Any) -> list[str]:
+    """Text items as a list of strings; InputError naming the first position that is not a string."""
+    texts = list(inputs)
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"Text input {position} is a {type(text).__name__}, not a string")
+    return texts

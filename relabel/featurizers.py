@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import pandas as pd
 
-from relabel.dataset import LabeledDataset
+from relabel.dataset import LabeledDataset, text_inputs
 from relabel.errors import InputError
 
 if TYPE_CHECKING:
@@ -43,18 +43,11 @@ class TextTfidfFeaturizer:
         self.sublinear_tf = sublinear_tf
         self._vectorizer: Any = None
 
-    def _check(self, inputs: Sequence[str]) -> list[str]:
-        texts = list(inputs)
-        for position, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(f"Text input {position} is a {type(text).__name__}, not a string")
-        return texts
-
     def fit_transform(self, inputs: Sequence[str]) -> np.ndarray:
         """Learn the vocabulary and IDF weights from ``inputs``; return ``(n, n_terms)`` float64."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        texts = self._check(inputs)
+        texts = text_inputs(inputs)
         self._vectorizer = TfidfVectorizer(
             max_features=self.max_features,
             lowercase=self.lowercase,
@@ -71,7 +64,7 @@ class TextTfidfFeaturizer:
         """Features of ``inputs`` with the fitted vocabulary; ``(n, n_terms)`` float64."""
         if self._vectorizer is None:
             raise InputError("TextTfidfFeaturizer.transform called before fit_transform")
-        return np.asarray(self._vectorizer.transform(self._check(inputs)).toarray(), dtype=np.float64)
+        return np.asarray(self._vectorizer.transform(text_inputs(inputs)).toarray(), dtype=np.float64)
 
     @property
     def feature_names(self) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from relabel.dataset import text_inputs
 from relabel.errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -364,20 +365,13 @@ class SentenceEmbeddingFeaturizer:
         return averaged
 
     # ------------------------------------------------------------------ featurizer interface
-    def _check(self, inputs: Sequence[str]) -> list[str]:
-        texts = list(inputs)
-        for position, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(f"Text input {position} is a {type(text).__name__}, not a string")
-        return texts
-
     def fit_transform(self, inputs: Sequence[str]) -> np.ndarray:
         """``(n, dim)`` float64 unit-length embeddings of ``inputs`` (nothing is learned)."""
         return self.transform(inputs)
 
     def transform(self, inputs: Sequence[str]) -> np.ndarray:
         """``(n, dim)`` float64 unit-length embeddings; cached texts are read, others embedded and stored."""
-        texts = self._check(inputs)
+        texts = text_inputs(inputs)
         cache = self.cache
         dim = self.spec.dimension
         vectors: list[np.ndarray | None] = [None] * len(texts)
