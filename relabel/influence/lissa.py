@@ -1,44 +1,51 @@
-"""LiSSA: (H + δI)⁻¹ v by a stochastic Neumann series, for any PyTorch model (Agarwal et al. 2017).
+"""LiSSA: (H + δI)⁻¹ v by a (preconditioned, stochastic) Neumann series, any PyTorch model.
 
-Recursion, for a block of right-hand sides at once (docs/maths.md, § LiSSA):
+Recursion for a block of right-hand sides at once (Agarwal et al. 2017; docs/maths.md, § LiSSA), with
+A = H + δI, an optional symmetric positive-definite preconditioner P ≈ A (P = I is textbook LiSSA) and a
+scale s:
 
-    h_0 = v;   h_{t+1} = v + h_t − ((H_{B_t} + δI) h_t) / s;   result = h_T / s
+    x_0 = P⁻¹v / s;      x_{t+1} = x_t + P⁻¹(v − (H_{B_t} + δI) x_t) / s
 
-With A = H + δI, the fixed point is h* = s A⁻¹ v, so h_T / s → A⁻¹ v. The error contracts by
-I − A/s each step, so the series converges only when every eigenvalue of A/s lies in (0, 2):
-A must be positive definite (δ > −λ_min(H)) and s > λ_max(A)/2. Error after t steps shrinks like
-ρ^t with ρ = 1 − λ_min(A)/s, so iterations grow with the condition number s/λ_min(A): LiSSA needs
-≈ κ·ln(κ/ε) iterations where conjugate gradients need ≈ ½√κ·ln(2/ε) (:mod:`relabel.influence.cg`).
-It is the right tool when only minibatch Hessians are affordable (huge n) and a coarse answer is enough.
+so x_T = (1/s) Σ_{k≤T} (I − P⁻¹A/s)^k P⁻¹ v, the Neumann series of A⁻¹v; with P = I it is LiSSA's
+h_t/s. The error contracts by I − P⁻¹A/s, so the series converges iff every eigenvalue μ of P⁻¹A
+(real: it is similar to P^{-1/2} A P^{-1/2}) satisfies 0 < μ/s < 2: A positive definite and s > μ_max/2.
+After t steps the error shrinks like ρ^t, ρ = max(|1 − μ_min/s|, |1 − μ_max/s|), so iterations grow with
+the condition number κ = μ_max/μ_min of the *preconditioned* operator.
 
 Defaults (documented choices):
-- spectrum: Lanczos (``power_iterations`` HVPs, float64) → λ̂_max(H) with a residual upper bound, λ̂_min;
-- δ = 0 when the objective is known convex with λ > 0 (the logistic model), else 0.01 · λ̂_max(H)
-  (:func:`~relabel.influence.spectrum.resolve_damping`, shared by every solver);
-- s = upper bound of λ_max(H) + δ, so the eigenvalues of A/s lie in (0, 1], half of the allowed window,
-  leaving room for minibatch Hessians whose spectrum exceeds the full one;
-- Hessian-vector products in float32 (``hvp_dtype``), the recursion h_t and all norms in float64: the
-  float32 rounding (≈1e-7 relative per product, amplified by at most κ at the fixed point) is far below
-  the 1e-2 target and the products cost about half;
-- stopping rule on an **error bound**, not on a raw tolerance: with c_t = ‖h_{t+1} − h_t‖ / ‖h_{t+1}‖
-  the relative change, the contraction gives
-  ‖h* − h_{t+1}‖ / ‖h_{t+1}‖ ≲ c_t · ρ/(1 − ρ) = c_t · (s/λ_min(A) − 1);
-  a column stops when that bound is ≤ ``tolerance`` (default 1e-2) and leaves the block;
-  λ_min(A) is bounded below by δ when H ⪰ 0 (:func:`~relabel.influence.spectrum.smallest_damped_lower`);
-- depth: the deterministic bound reaches ``tolerance`` after T = ⌈κ̂ · ln(κ̂ / tolerance)⌉ steps,
-  κ̂ = s/λ_min(A).
-  With full-data Hessians the limit is 2T + 100 (at most 20,000) and reaching it unconverged is an error
-  (``on_max_iterations``). With minibatch Hessians (``batch_size``) the relative change never falls below
-  the sampling noise, so the depth T is the normal end, as in the original LiSSA; the final bound is
-  still reported in the diagnostics.
+- preconditioner: ``"ekfac"``, eigenvalue-corrected Kronecker-factored Gauss–Newton blocks per linear layer
+  (:mod:`relabel.influence.preconditioner`); on the digits logistic model it cuts κ from 93 to 10.5, on
+  the digits MLP from 101 to 38. ``"none"`` gives textbook LiSSA.
+- spectrum: Lanczos on the symmetric P^{-1/2} A P^{-1/2} (``power_iterations`` float64 HVPs) → μ̂_max
+  with a residual upper bound, μ̂_min; δ = 0 for a convex model with λ > 0, else 0.01 · λ̂_max(H)
+  (:func:`~relabel.influence.spectrum.resolve_damping`, shared by every solver, from H's own spectrum);
+- s: full-data Hessians and a preconditioner: (μ̂_min + upper μ̂_max)/2, the step that balances both ends
+  of the spectrum (ρ ≈ (κ − 1)/(κ + 1)); minibatch Hessians or no preconditioner: upper μ̂_max, the
+  classic choice whose window (0, 1] leaves room for minibatch spectra that exceed the full one;
+- Hessian-vector products in float32 (``hvp_dtype``), the recursion and every inner product in float64;
+- self-influence is the **variational estimate** q_t = 2vᵀx_t − x_tᵀA x_t (A x_t is the product the step
+  needs anyway). With the residual r_t = v − A x_t, vᵀA⁻¹v − q_t = r_tᵀA⁻¹r_t ≥ 0: the error is
+  *quadratic* in the solve error (LiSSA's vᵀx_t is only linear), q_t never exceeds the true score, and
+      0 ≤ vᵀA⁻¹v − q_t ≤ r_tᵀP⁻¹r_t / μ_min(P⁻¹A);
+- stopping on that **error bound**: a column stops when r_tᵀP⁻¹r_t / (μ_low · q_t) ≤ ``tolerance``
+  (default 1e-2) and leaves the block. μ_low is exact, (λ + δ)/λ_max(P), without a preconditioner or for
+  a convex model (H ⪰ λI); otherwise ½ μ̂_min (the Lanczos value, which approaches μ_min from above,
+  halved as a margin). For whole vectors (``inverse_hvp``) the bound is on ‖A⁻¹v − x_t‖_P / ‖x_t‖_P ≤
+  ‖r_t‖_{P⁻¹} / (μ_low ‖x_t‖_P);
+- depth: the bound reaches ``tolerance`` after about T = ⌈κ̂ · ln(κ̂ / tolerance)⌉ steps (κ̂ = s/μ_low),
+  the limit is 2T + 100 (at most 20,000) with full-data Hessians and reaching it unconverged is an error
+  (``on_max_iterations``). With minibatch Hessians (``batch_size``) the residual never falls below the
+  sampling noise, so the depth T is the normal end, as in the original LiSSA.
 
-Failure is loud: a non-finite h, or ‖h_t‖ beyond the bound s‖v‖/λ_min(A) that a convergent series
-respects (×10), raises :class:`~relabel.errors.ConvergenceError` naming the setting to change.
+Failure is loud: a non-finite iterate, or a residual ‖r_t‖_{P⁻¹} that grows past 10⁴ times its start
+(a convergent series shrinks it), raises :class:`~relabel.errors.ConvergenceError` naming the setting to
+change.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,8 +54,12 @@ import torch
 
 from relabel.errors import ConvergenceError
 from relabel.influence.base import InfluenceSolver
+from relabel.influence.preconditioner import KroneckerPreconditioner
 from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
+
+PRECONDITIONERS = ("ekfac", "none")
+DIVERGENCE_GROWTH = 1e4  # a residual this many times its start means the series diverges
 
 
 @dataclass
@@ -57,21 +68,21 @@ class LissaConfig:
 
     damping:          δ added to the Hessian; None → 0 for convex models, 0.01·λ̂_max(H) otherwise.
                       Also the δ of the direct and CG solvers when ``SuspicionScorer`` picks them.
-    scale:            s; None → λ̂_max(H) + δ (upper estimate). Must exceed λ_max(H_B + δI)/2.
+    scale:            s; None → see the module docstring. Must exceed μ_max(P⁻¹(H_B + δI))/2.
     batch_size:       rows per Hessian estimate H_B; None → all training rows (deterministic).
     repeats:          independent runs averaged (only useful with minibatches).
-    tolerance:        stop a column when its relative error bound (relative change × (s/λ_min − 1))
-                      is ≤ this (default 1e-2: enough to rank; 1e-6 would cost κ·ln(1e4) more steps).
+    tolerance:        stop a column when its relative error bound is ≤ this (default 1e-2: enough to rank).
     max_iterations:   depth limit; None → 2T + 100 (≤ 20,000) with full-data Hessians, T with minibatches,
-                      T = ⌈κ̂ ln(κ̂/tolerance)⌉, κ̂ = s/λ_min(H + δI). See on_max_iterations.
+                      T = ⌈κ̂ ln(κ̂/tolerance)⌉, κ̂ = s/μ_low. See on_max_iterations.
     block_size:       right-hand sides solved together per vmapped Hessian-vector product.
-    power_iterations: Hessian-vector products (Lanczos steps) for the λ_max / λ_min estimates.
+    power_iterations: Hessian-vector products (Lanczos steps) for each spectrum estimate.
     parameters:       restrict θ to parameters with these names or name prefixes (e.g. ("2",) or
                       ("fc.",) for a last layer); None → all trainable parameters.
     on_max_iterations: "raise", "warn" or "accept" when max_iterations is reached before tolerance;
                       None → "raise" with full-data Hessians, "accept" with minibatches (depth T).
     seed:             seeds minibatch sampling and the Lanczos start vector.
     hvp_dtype:        "float32" (default) or "float64" for the Hessian-vector products.
+    preconditioner:   "ekfac" (default) or "none" (textbook LiSSA).
     """
 
     damping: float | None = None
@@ -86,6 +97,7 @@ class LissaConfig:
     on_max_iterations: str | None = None
     seed: int = 0
     hvp_dtype: str = "float32"
+    preconditioner: str = "ekfac"
 
 
 @dataclass
@@ -93,27 +105,31 @@ class LissaDiagnostics:
     """What the solver did: the spectrum estimates it used and how its iterations ended.
 
     largest_eigenvalue / smallest_eigenvalue: Lanczos estimates for H (without δ). damping, scale: δ and
-    s used. smallest_damped_lower: the λ_min(H + δI) bound in the error bound. iterations: the deepest any
-    column went. final_relative_change: the largest relative change among columns when they stopped.
-    max_error_bound: the largest final error bound (≤ tolerance when converged). converged: all within
-    tolerance. n_solves: right-hand sides solved so far.
+    s used. preconditioned_largest / preconditioned_smallest: Lanczos μ̂_max (upper) / μ̂_min of
+    P^{-1/2}AP^{-1/2} (of A itself without a preconditioner). smallest_damped_lower: μ_low, the lower
+    estimate of μ_min in the error bound. iterations: the deepest any column went. max_error_bound: the
+    largest final error bound (≤ tolerance when converged). converged: all within tolerance. n_solves:
+    right-hand sides solved so far. preconditioner: what P was.
     """
 
     largest_eigenvalue: float
     smallest_eigenvalue: float
     damping: float
     scale: float
+    preconditioned_largest: float = 0.0
+    preconditioned_smallest: float = 0.0
     smallest_damped_lower: float = 0.0
     iterations: int = 0
-    final_relative_change: float = 0.0
     max_error_bound: float = 0.0
     converged: bool = True
     n_solves: int = 0
+    preconditioner: str = "none"
     residual_history: list[float] = field(default_factory=list)
 
 
 class LissaSolver(InfluenceSolver):
-    """(H + δI)⁻¹ v by LiSSA on a :class:`TorchObjective`; diagnostics in ``self.diagnostics``."""
+    """(H + δI)⁻¹ v by (preconditioned) LiSSA on a :class:`TorchObjective`; diagnostics in
+    ``self.diagnostics``."""
 
     name = "lissa"
 
@@ -127,12 +143,69 @@ class LissaSolver(InfluenceSolver):
         spectrum: Spectrum | None = None,
     ) -> None:
         self.config = config or LissaConfig()
+        if self.config.preconditioner not in PRECONDITIONERS:
+            raise ValueError(
+                f"preconditioner must be one of {PRECONDITIONERS}; got {self.config.preconditioner!r}"
+            )
         super().__init__(objective, chunk_size or self.config.block_size)
         self.objective = objective
         self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.full_hessian = self.hvp_objective.hessian_operator()
+        self.preconditioner: KroneckerPreconditioner | None = None
         self.diagnostics = self._estimate_spectrum(convex, spectrum)
+
+    def _lanczos(self, apply: Callable[[torch.Tensor], torch.Tensor]) -> Spectrum:
+        return lanczos_spectrum(
+            lambda v: apply(v[None, :])[0],
+            self.objective.n_parameters,
+            self.config.power_iterations,
+            generator=self.generator,
+            dtype=self.objective.dtype,
+            device=self.objective.device,
+        )
+
+    def _estimate_spectrum(self, convex: bool, spectrum: Spectrum | None) -> LissaDiagnostics:
+        """H's spectrum (→ δ), the preconditioner, then the spectrum of P^{-1/2}AP^{-1/2} (→ s, μ_low)."""
+        config = self.config
+        exact_operator = self.objective.hessian_operator()
+        spectrum = spectrum or self._lanczos(exact_operator)
+        damping = resolve_damping(config.damping, spectrum, convex)
+        damped_lower = smallest_damped_lower(
+            spectrum, damping, self.objective.weight_decay if convex else 0.0
+        )
+        if config.preconditioner == "ekfac":
+            self.preconditioner = KroneckerPreconditioner(self.objective, damping)
+            split = self.preconditioner.apply_inverse_sqrt
+            preconditioned = self._lanczos(lambda v: split(exact_operator(split(v)) + damping * split(v)))
+            if spectrum.smallest >= 0:  # H ⪰ 0: μ_min(P⁻¹A) ≥ λ_min(A)/λ_max(P) exactly
+                lower = damped_lower / self.preconditioner.largest_eigenvalue
+            else:
+                lower = 0.5 * preconditioned.smallest
+            top, bottom = preconditioned.largest_bound, preconditioned.smallest
+            default_scale = top if self.uses_minibatches() else 0.5 * (bottom + top)
+        else:
+            top = max(spectrum.largest_bound, spectrum.largest) + damping
+            bottom, lower, default_scale = spectrum.smallest + damping, damped_lower, top
+        scale = float(config.scale) if config.scale is not None else default_scale
+        if scale <= top / 2:
+            raise ConvergenceError(
+                f"LiSSA scale s = {scale:.3g} is too small: it must exceed μ_max/2 ≈ {top / 2:.3g} "
+                "(the largest eigenvalue of the preconditioned H + δI); leave scale unset or raise it"
+            )
+        return LissaDiagnostics(
+            largest_eigenvalue=spectrum.largest,
+            smallest_eigenvalue=spectrum.smallest,
+            damping=damping,
+            scale=scale,
+            preconditioned_largest=top,
+            preconditioned_smallest=bottom,
+            smallest_damped_lower=lower,
+            preconditioner=self.preconditioner.describe() if self.preconditioner else "none",
+        )
+
+    def _precondition(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.preconditioner.apply_inverse(vectors) if self.preconditioner is not None else vectors
 
     def _batch_hessian(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """H_B + λI on a fresh minibatch, or the full-data operator when batch_size is unset."""
@@ -141,118 +214,113 @@ class LissaSolver(InfluenceSolver):
         rows = torch.randperm(self.objective.n_items, generator=self.generator)[: self.config.batch_size]
         return self.hvp_objective.hessian_operator(rows.to(self.objective.X.device))
 
-    def _estimate_spectrum(self, convex: bool, spectrum: Spectrum | None) -> LissaDiagnostics:
-        config = self.config
-        if spectrum is None:
-            exact_operator = self.objective.hessian_operator()
-            spectrum = lanczos_spectrum(
-                lambda v: exact_operator(v[None, :])[0],
-                self.objective.n_parameters,
-                config.power_iterations,
-                generator=self.generator,
-                dtype=self.objective.dtype,
-                device=self.objective.device,
-            )
-        damping = resolve_damping(config.damping, spectrum, convex)
-        largest = max(spectrum.largest_bound, spectrum.largest)
-        scale = float(config.scale) if config.scale is not None else largest + damping
-        if scale <= (spectrum.largest + damping) / 2:
+    def _damped_product(self, current: torch.Tensor, iteration: int) -> torch.Tensor:
+        """(H_B + δI) x in float64 from a ``hvp_dtype`` product; refuses NaN/inf."""
+        product = self._batch_hessian()(current.to(self.hvp_objective.dtype)).to(current.dtype)
+        product = product + self.diagnostics.damping * current
+        if not torch.isfinite(product).all():
+            d = self.diagnostics
             raise ConvergenceError(
-                f"LiSSA scale s = {scale:.3g} is too small: it must exceed λ_max(H + δI)/2 ≈ "
-                f"{(spectrum.largest + damping) / 2:.3g}; leave scale unset or raise it"
+                f"LiSSA produced NaN/inf at iteration {iteration} (s = {d.scale:.3g}, δ = {d.damping:.3g}); "
+                "the eigenvalues of P⁻¹(H_B + δI)/s left (0, 2): raise scale, or use a larger batch_size"
             )
-        lower = smallest_damped_lower(spectrum, damping, self.objective.weight_decay if convex else 0.0)
-        return LissaDiagnostics(
-            largest_eigenvalue=spectrum.largest,
-            smallest_eigenvalue=spectrum.smallest,
-            damping=damping,
-            scale=scale,
-            smallest_damped_lower=lower,
-        )
+        return product
 
-    def _solve_block(self, vectors: torch.Tensor, quadratic: bool = False) -> torch.Tensor:
-        """One LiSSA run for a block of right-hand sides (m, p) → s⁻¹ h_T ≈ (H + δI)⁻¹ v.
+    def _error_bounds(
+        self,
+        current: torch.Tensor,
+        residual: torch.Tensor,
+        step: torch.Tensor,
+        estimate: torch.Tensor,
+        quadratic: bool,
+    ) -> torch.Tensor:
+        """Relative error bound per column (module docstring): of q_t for self-influence, else of x_t."""
+        energy = (residual * step).sum(1).clamp_min(0.0)  # r_tᵀP⁻¹r_t
+        lower = self.diagnostics.smallest_damped_lower
+        if lower <= 0:
+            return torch.full_like(energy, math.inf)
+        if quadratic:
+            return energy / (lower * estimate.abs().clamp_min(1e-300))
+        size = (current * self._apply_preconditioner_matrix(current)).sum(1).clamp_min(1e-300)
+        return (energy / size).sqrt() / lower
 
-        ``quadratic``: stop on the error bound of vᵀh/s (self-influence) instead of the vector h."""
-        config, diagnostics = self.config, self.diagnostics
-        damping, scale = diagnostics.damping, diagnostics.scale
-        smallest_damped = diagnostics.smallest_damped_lower
-        bound_factor = max(scale / smallest_damped - 1.0, 1.0) if smallest_damped > 0 else math.inf
-        vector_norms = torch.linalg.vector_norm(vectors, dim=1)
-        if smallest_damped > 0:
-            norm_bound = 10.0 * scale * vector_norms / smallest_damped
-        else:
-            norm_bound = 1e10 * vector_norms
-        hvp_dtype = self.hvp_objective.dtype
-        estimate = vectors.clone()
+    def _apply_preconditioner_matrix(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.preconditioner.apply(vectors) if self.preconditioner is not None else vectors
+
+    def _solve_block(
+        self, vectors: torch.Tensor, quadratic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run for a block of right-hand sides (m, p) → (x ≈ A⁻¹v, q = 2vᵀx − xᵀAx) per row.
+
+        ``quadratic``: stop each column on the error bound of q (self-influence) instead of x."""
+        scale, tolerance = self.diagnostics.scale, self.config.tolerance
+        solutions = self._precondition(vectors) / scale
+        estimates = torch.zeros(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
+        bounds = torch.zeros_like(estimates)
         active = torch.arange(vectors.shape[0], device=vectors.device)
-        change = torch.zeros(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
+        start_energy: torch.Tensor | None = None
         depth = self.depth()
         for iteration in range(1, depth + 1):
-            current = estimate[active]
-            curvature = self._batch_hessian()(current.to(hvp_dtype)).to(current.dtype)
-            updated = vectors[active] + current - (curvature + damping * current) / scale
-            if not torch.isfinite(updated).all():
-                raise ConvergenceError(
-                    f"LiSSA produced NaN/inf at iteration {iteration} (s = {scale:.3g}, δ = {damping:.3g}); "
-                    "the eigenvalues of (H_B + δI)/s left (0, 2): raise scale, or use a larger batch_size"
-                )
-            updated_norms = torch.linalg.vector_norm(updated, dim=1)
-            if (updated_norms > norm_bound[active]).any():
-                raise ConvergenceError(
-                    f"LiSSA diverged at iteration {iteration}: ‖h‖ passed the bound s‖v‖/λ_min "
-                    f"(s = {scale:.3g}, δ = {damping:.3g}); H_B + δI is not positive definite "
-                    "or s too small: raise damping or scale, or use a larger batch_size"
-                )
-            if quadratic:
-                column_change = (vectors[active] * (updated - current)).sum(1).abs() / (
-                    (vectors[active] * updated).sum(1).abs().clamp_min(1e-300)
-                )
-            else:
-                column_change = torch.linalg.vector_norm(updated - current, dim=1) / updated_norms.clamp_min(
-                    1e-300
-                )
-            estimate[active] = updated
-            change[active] = column_change
-            still_moving = column_change * bound_factor > config.tolerance
-            if iteration % 50 == 0 or not still_moving.any():
-                diagnostics.residual_history.append(float(column_change.max()))
-            diagnostics.iterations = max(diagnostics.iterations, iteration)
-            active = active[still_moving]
+            current, targets = solutions[active], vectors[active]
+            product = self._damped_product(current, iteration)
+            residual = targets - product
+            step = self._precondition(residual)
+            estimate = 2 * (targets * current).sum(1) - (current * product).sum(1)
+            bound = self._error_bounds(current, residual, step, estimate, quadratic)
+            energy = (residual * step).sum(1)
+            start_energy = energy if start_energy is None else start_energy
+            self._refuse_divergence(energy, start_energy, iteration)
+            estimates[active], bounds[active] = estimate, bound
+            done = bound <= tolerance
+            if iteration % 50 == 0 or done.all():
+                self.diagnostics.residual_history.append(float(bound.max()))
+            self.diagnostics.iterations = max(self.diagnostics.iterations, iteration)
+            moving = ~done
+            solutions[active[moving]] = current[moving] + step[moving] / scale
+            active, start_energy = active[moving], start_energy[moving]
             if len(active) == 0:
                 break
-        final_change = float(change.max()) if len(change) else 0.0
-        diagnostics.final_relative_change = max(diagnostics.final_relative_change, final_change)
-        diagnostics.max_error_bound = max(diagnostics.max_error_bound, final_change * bound_factor)
-        if len(active) > 0:
-            diagnostics.converged = False
-            message = (
-                f"LiSSA reached max_iterations = {depth} with error bound {final_change * bound_factor:.3g} "
-                f"> tolerance {config.tolerance:g} (s = {scale:.3g}, δ = {damping:.3g}); "
-                "raise max_iterations or damping, or loosen tolerance (or use solver='cg')"
-            )
-            policy = config.on_max_iterations
-            if policy is None:
-                policy = "accept" if self.uses_minibatches() else "raise"
-            if policy == "accept":
-                return estimate / scale
-            if policy == "raise":
-                raise ConvergenceError(message)
-            import warnings
+        self._finish(bounds, len(active) > 0, depth)
+        return solutions, estimates
 
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-        return estimate / scale
+    def _refuse_divergence(self, energy: torch.Tensor, start: torch.Tensor, iteration: int) -> None:
+        if (energy > DIVERGENCE_GROWTH**2 * start.clamp_min(1e-300)).any():
+            d = self.diagnostics
+            raise ConvergenceError(
+                f"LiSSA diverged at iteration {iteration}: the residual grew {DIVERGENCE_GROWTH:.0e}-fold "
+                f"(s = {d.scale:.3g}, δ = {d.damping:.3g}); H_B + δI is not positive definite or s is too "
+                "small: raise damping or scale, or use a larger batch_size"
+            )
+
+    def _finish(self, bounds: torch.Tensor, unconverged: bool, depth: int) -> None:
+        """Record the block's final bound; apply ``on_max_iterations`` when columns are left over."""
+        d, config = self.diagnostics, self.config
+        worst = float(bounds.max()) if len(bounds) else 0.0
+        d.max_error_bound = max(d.max_error_bound, worst)
+        if not unconverged:
+            return
+        d.converged = False
+        message = (
+            f"LiSSA reached max_iterations = {depth} with error bound {worst:.3g} > tolerance "
+            f"{config.tolerance:g} (s = {d.scale:.3g}, δ = {d.damping:.3g}); raise max_iterations or "
+            "damping, or loosen tolerance (or use solver='cg')"
+        )
+        policy = config.on_max_iterations or ("accept" if self.uses_minibatches() else "raise")
+        if policy == "raise":
+            raise ConvergenceError(message)
+        if policy == "warn":
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def uses_minibatches(self) -> bool:
         batch_size = self.config.batch_size
         return batch_size is not None and batch_size < self.objective.n_items
 
     def deterministic_depth(self) -> int:
-        """T = ⌈κ̂ ln(κ̂ / tolerance)⌉, κ̂ = s / λ_min(H + δI): where the full-data bound meets tolerance."""
-        smallest_damped = self.diagnostics.smallest_damped_lower
-        if smallest_damped <= 0:
+        """T = ⌈κ̂ ln(κ̂ / tolerance)⌉, κ̂ = s / μ_low: where the full-data bound meets tolerance."""
+        lower = self.diagnostics.smallest_damped_lower
+        if lower <= 0:
             return 20_000
-        kappa = max(self.diagnostics.scale / smallest_damped, 1.0 + 1e-12)
+        kappa = max(self.diagnostics.scale / lower, 1.0 + 1e-12)
         return int(min(20_000, math.ceil(kappa * math.log(max(kappa / self.config.tolerance, math.e)))))
 
     def depth(self) -> int:
@@ -263,38 +331,38 @@ class LissaSolver(InfluenceSolver):
             return self.deterministic_depth()
         return min(20_000, 2 * self.deterministic_depth() + 100)
 
-    def inverse_hvp(self, vectors: torch.Tensor | np.ndarray, quadratic: bool = False) -> torch.Tensor:
-        """(H + δI)⁻¹ v for each row v, by LiSSA in blocks of ``block_size``, averaged over repeats.
-
-        ``quadratic`` stops each column on the error bound of vᵀ(H + δI)⁻¹v (see self_influence_of)."""
+    def _solve(
+        self, vectors: torch.Tensor | np.ndarray, quadratic: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A⁻¹v, q) per row in blocks of ``block_size``, averaged over ``repeats`` runs."""
         vectors = torch.as_tensor(vectors, dtype=self.objective.dtype, device=self.objective.device)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
-        results = []
+        solutions, estimates = [], []
         for start in range(0, vectors.shape[0], self.config.block_size):
             block = vectors[start : start + self.config.block_size]
             runs = [self._solve_block(block, quadratic) for _ in range(self.config.repeats)]
-            results.append(torch.stack(runs).mean(0))
+            solutions.append(torch.stack([run[0] for run in runs]).mean(0))
+            estimates.append(torch.stack([run[1] for run in runs]).mean(0))
             self.diagnostics.n_solves += block.shape[0]
-        return torch.cat(results)
+        return torch.cat(solutions), torch.cat(estimates)
+
+    def inverse_hvp(self, vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(H + δI)⁻¹ v for each row v, each column stopped on the error bound of the vector."""
+        return self._solve(vectors, quadratic=False)[0]
 
     def self_influence_of(self, gradient_rows: torch.Tensor | np.ndarray) -> np.ndarray:
-        """gᵀ(H + δI)⁻¹g per row, each column stopped on the error bound of that number itself.
-
-        With s ≥ λ_max(A) every term of q_t = Σ_{k<t} gᵀ(I − A/s)^k g / s is ≥ 0 and the increments
-        Δ_t = q_{t+1} − q_t shrink at least by ρ = 1 − λ_min(A)/s per step, so the remaining tail is
-        ≤ Δ_t·ρ/(1 − ρ) and the relative error of q_{t+1} is ≤ (Δ_t / q_{t+1})·(s/λ_min(A) − 1): a sharper,
-        still rigorous (full-data H) bound than the vector one, since g's energy sits mostly on large
-        eigenvalues that converge first."""
-        rows = torch.as_tensor(gradient_rows, dtype=self.objective.dtype, device=self.objective.device)
-        solved = self.inverse_hvp(rows, quadratic=True)
-        return (rows * solved).sum(1).detach().to("cpu", torch.float64).numpy()
+        """gᵀ(H + δI)⁻¹g per row as the variational estimate q = 2gᵀx − xᵀ(H + δI)x, each column stopped
+        on the bound of q's own relative error (module docstring): 0 ≤ gᵀA⁻¹g − q ≤ rᵀP⁻¹r / μ_min."""
+        return self._solve(gradient_rows, quadratic=True)[1].detach().to("cpu", torch.float64).numpy()
 
     def describe(self) -> str:
         d = self.diagnostics
+        kappa = d.preconditioned_largest / max(d.preconditioned_smallest, 1e-300)
         mode = f"minibatch H_B({self.config.batch_size})" if self.uses_minibatches() else "full-data H"
         return (
-            f"lissa ({mode}, {self.config.hvp_dtype} HVPs): {d.n_solves} solves, {d.iterations} iterations, "
-            f"error bound ≤ {d.max_error_bound:.1e} (target {self.config.tolerance:g}); "
+            f"lissa ({mode}, {self.config.hvp_dtype} HVPs, preconditioner {d.preconditioner}): "
+            f"{d.n_solves} solves, {d.iterations} iterations, error bound ≤ {d.max_error_bound:.1e} "
+            f"(target {self.config.tolerance:g}); κ(P⁻¹A) ≈ {kappa:.3g}, "
             f"s = {d.scale:.3g}, δ = {d.damping:.3g}, λ_max(H) ≈ {d.largest_eigenvalue:.3g}"
         )
