@@ -84,7 +84,6 @@ class AuditResult:
         lines.append(f"time: {timing}")
         return "\n".join(lines)
 
-
     def solver_lines(self) -> list[str]:
         """How the scores were computed: the fit's gradient norm, the solver and its accuracy diagnostics
         (and, for deep models, why ``auto`` chose that solver)."""
@@ -92,7 +91,11 @@ class AuditResult:
         if scorer is None or getattr(scorer, "_solver", None) is None:
             return []
         fit = scorer.fit_summary
-        lines = [f"fit: {fit.model}, {fit.n_parameters:,} parameters, ‖∇J‖ = {fit.gradient_norm:.1e}"]
+        over = "" if fit.gradient_over == "all parameters" else f" over {fit.gradient_over}"
+        lines = [f"fit: {fit.model}, {fit.n_parameters:,} parameters, ‖∇J‖{over} = {fit.gradient_norm:.1e}"]
+        scope = getattr(scorer, "parameter_scope", None)
+        if scope is not None:
+            lines.append(scope.describe())
         choice = getattr(scorer, "solver_choice", None)
         if choice is not None:
             lines.append(choice.describe())

@@ -26,7 +26,13 @@ from relabel.influence.cg import CgConfig
 from relabel.influence.direct import DEFAULT_HESSIAN_MEMORY_BUDGET
 from relabel.influence.exact import ExactLogisticSolver, LogisticGradients
 from relabel.influence.lissa import LissaConfig
-from relabel.influence.torch_objective import PerExampleLoss, TorchObjective, cross_entropy_per_example
+from relabel.influence.scope import DEFAULT_SCOPE_BUDGET_SECONDS, SCOPES, ParameterScope, choose_scope
+from relabel.influence.torch_objective import (
+    PerExampleLoss,
+    TorchObjective,
+    cross_entropy_per_example,
+    select_parameter_names,
+)
 from relabel.logistic import LogisticFit, fit_logistic
 from relabel.methods import (
     MODEL_NAMES,
@@ -40,6 +46,7 @@ from relabel.torch_models import (
     build_cnn,
     build_logistic,
     build_mlp,
+    is_final_linear,
     train_for_influence,
 )
 
@@ -48,13 +55,15 @@ SOLVER_NAMES = ("auto", "exact", "direct", "cg", "lissa")
 
 @dataclass
 class FitSummary:
-    """How the model fit ended: ‖∇J(θ̂)‖₂, J(θ̂) in nats, and the optimiser's iteration count."""
+    """How the model fit ended: ‖∇J(θ̂)‖₂ (with respect to ``gradient_over``: all parameters, or the last
+    layer's when influence is taken over it), J(θ̂) in nats, and the optimiser's iteration count."""
 
     model: str
     gradient_norm: float
     objective: float
     iterations: int
     n_parameters: int
+    gradient_over: str = "all parameters"
 
 
 def encode_labels(y: Sequence[Any], classes: Sequence[Any] | None) -> tuple[np.ndarray, list[Any]]:
@@ -129,6 +138,8 @@ class SuspicionScorer:
         cg: CgConfig | None = None,
         hessian_memory_budget: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
         max_training_seconds: float = 600.0,
+        influence_parameters: str = "auto",
+        scope_budget_seconds: float = DEFAULT_SCOPE_BUDGET_SECONDS,
     ) -> None:
         if isinstance(model, str) and model not in MODEL_NAMES:
             raise InputError(
@@ -140,6 +151,13 @@ class SuspicionScorer:
             raise InputError("solver='exact' is only available for model='logistic'; use solver='auto'")
         if l2 <= 0:
             raise InputError(f"l2 must be > 0; got {l2}")
+        if influence_parameters not in SCOPES:
+            raise InputError(
+                f"unknown influence_parameters {influence_parameters!r}: choose one of {', '.join(SCOPES)}"
+            )
+        self.influence_parameters = influence_parameters
+        self.scope_budget_seconds = float(scope_budget_seconds)
+        self.parameter_scope: ParameterScope | None = None
         self.model = model
         # auto: exact Cholesky for logistic; for torch models direct / cg / lissa by the cost model
         # (relabel.influence.auto), resolved when the solver is built (then solver_name says which ran)
@@ -264,6 +282,7 @@ class SuspicionScorer:
         module = module.to(self.device, torch.float64)
         targets = torch.as_tensor(self.y, device=self.device)
         tolerance = self.gradient_tolerance or 1e-4
+        self.parameter_scope = self._choose_scope(module, inputs, targets)
         if self.train_model:
             with tqdm(
                 total=self.max_training_iterations,
@@ -288,6 +307,7 @@ class SuspicionScorer:
                     max_seconds=self.max_training_seconds,
                     seed=self.seed,
                     progress=advance,
+                    polish_parameters=self.parameter_scope.names,
                 )
             self.fit_summary = FitSummary(
                 name,
@@ -295,12 +315,48 @@ class SuspicionScorer:
                 report.objective,
                 report.iterations,
                 sum(p.numel() for p in module.parameters()),
+                self.parameter_scope.gradient_label(),
             )
         else:
             self.fit_summary = FitSummary(
                 name, float("nan"), float("nan"), 0, sum(p.numel() for p in module.parameters())
             )
         return module
+
+    def _choose_scope(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ParameterScope:
+        """θ for influence: ``LissaConfig.parameters`` when given, else :func:`choose_scope`."""
+        given = self.lissa_config.parameters
+        if given is not None:
+            names = tuple(select_parameter_names(module, given))
+            size = sum(p.numel() for name, p in module.named_parameters() if name in names)
+            total = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            return ParameterScope(names, "given", size, total, "LissaConfig.parameters")
+        with tqdm(total=1, desc="influence scope", disable=not self.progress, leave=False) as bar:
+            scope = choose_scope(
+                module,
+                inputs,
+                targets,
+                self.influence_parameters,
+                weight_decay=self.l2,
+                loss_fn=self.loss_fn,
+                budget_seconds=self.scope_budget_seconds,
+                memory_budget_bytes=self.hessian_memory_budget,
+            )
+            bar.update(1)
+        return scope
+
+    def convex_objective(self) -> bool:
+        """Whether J over the influence θ is known convex (then δ = 0 by default, docs/maths.md § Damping):
+        the logistic model, or cross-entropy over a final linear layer with the body held fixed."""
+        if self.model == "logistic":
+            return True
+        scope = self.parameter_scope
+        return (
+            scope is not None
+            and scope.kind in ("last", "given")
+            and self.loss_fn is cross_entropy_per_example
+            and is_final_linear(self.module, scope.names, self.objective.X)
+        )
 
     def _torch_objective(self) -> TorchObjective:
         objective = TorchObjective(
@@ -311,7 +367,7 @@ class SuspicionScorer:
             torch.as_tensor(self.y, device=self.device),
             weight_decay=self.l2,
             loss_fn=self.loss_fn,
-            parameter_names=self.lissa_config.parameters,
+            parameter_names=self.parameter_scope.names if self.parameter_scope is not None else None,
         )
         if not self.train_model:
             self.fit_summary.gradient_norm = objective.objective_gradient_norm()
@@ -335,7 +391,7 @@ class SuspicionScorer:
                 self._solver, self.solver_choice = build_solver(
                     self.objective,
                     self.requested_solver,
-                    convex=self.model == "logistic",
+                    convex=self.convex_objective(),
                     lissa=self.lissa_config,
                     cg=self.cg_config,
                     memory_budget_bytes=self.hessian_memory_budget,

@@ -15,6 +15,9 @@ non-stationary point is meaningless; docs/maths.md, § Optimum requirement). Two
   (:func:`train_to_stationary_point`) brings ‖∇J‖ below the tolerance; both stages share one time limit.
 - :func:`train_to_stationary_point`: full-batch L-BFGS (strong-Wolfe line search) in the model's dtype
   from wherever the parameters are.
+
+When influence is taken over the last layer only (:mod:`relabel.influence.scope`), the polish brings
+‖∂J/∂θ_last‖ below the tolerance with the body fixed: the stationarity that influence over that θ needs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -228,6 +232,75 @@ def _adam_stage(
     return steps_done, norm
 
 
+@contextmanager
+def polish_target(
+    model: nn.Module, X: torch.Tensor, names: Sequence[str] | None
+) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """(module, inputs) for the polish over the parameters ``names`` (None: the whole model on X).
+
+    If ``names`` are all of one module's parameters and that module's output on its recorded inputs is
+    the model's output, yield that module and the cached inputs; otherwise yield the whole model on X
+    with every other parameter's ``requires_grad`` switched off for the duration (then restored)."""
+    if names is None:
+        yield model, X
+        return
+    chosen = set(names)
+    for module_name, module in model.named_modules():
+        own = {
+            f"{module_name}.{name}" if module_name else name
+            for name, parameter in module.named_parameters(recurse=False)
+            if parameter.requires_grad
+        }
+        if own and own == chosen:
+            cached = _cached_inputs(model, module, X)
+            if cached is not None:
+                yield module, cached
+                return
+    frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in chosen]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield model, X
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
+def is_final_linear(model: nn.Module, names: Sequence[str] | None, X: torch.Tensor) -> bool:
+    """True when ``names`` are exactly the parameters of an ``nn.Linear`` that is the model's last step
+    (checked on the first rows of X): with the body fixed, cross-entropy over that θ is then a
+    multinomial logistic regression, convex, and its Hessian plus λI is positive definite."""
+    if names is None:
+        return False
+    for module_name, module in model.named_modules():
+        own = {
+            f"{module_name}.{name}" if module_name else name
+            for name, parameter in module.named_parameters(recurse=False)
+            if parameter.requires_grad
+        }
+        if own and own == set(names):
+            return isinstance(module, nn.Linear) and _cached_inputs(model, module, X[:8]) is not None
+    return False
+
+
+def _cached_inputs(model: nn.Module, module: nn.Module, X: torch.Tensor) -> torch.Tensor | None:
+    """The inputs ``module`` receives when the model runs on X, if the model's output is exactly
+    ``module`` applied to them (the module is the last step); else None."""
+    recorded: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, inputs, _out: recorded.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            outputs = model(X)
+    finally:
+        handle.remove()
+    if len(recorded) != 1:
+        return None
+    with torch.no_grad():
+        if not torch.equal(module(recorded[0]), outputs):
+            return None
+    return recorded[0]
+
+
 def train_for_influence(
     model: nn.Module,
     X: torch.Tensor,
@@ -243,6 +316,7 @@ def train_for_influence(
     learning_rate: float = 1e-2,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    polish_parameters: Sequence[str] | None = None,
 ) -> TrainingReport:
     """Fast training to a near-stationary point: float32 Adam, then a float64 L-BFGS polish (in place).
 
@@ -252,6 +326,10 @@ def train_for_influence(
     Stage 2 — the weights are copied back into ``model`` (its own dtype, float64 in relabel) and full-batch
     L-BFGS runs until ‖∇J‖₂ ≤ ``gradient_tolerance`` (≤ ``max_iterations``); from the Adam point it
     needs far fewer iterations than from the initialisation.
+    ``polish_parameters`` (names, e.g. the last layer's): stage 2 minimises J over those only, the rest
+    held at the Adam point, and ``gradient_norm`` is ‖∂J/∂θ‖ for them (the stationarity influence over
+    that θ needs). When they are one module's parameters and that module is the model's last step, the
+    polish runs on that module's cached inputs (one forward pass of the body instead of one per step).
     Both stages share ``max_seconds`` (Adam stops early at half of it). ``progress(steps, ‖∇J‖)`` is called
     every Adam epoch (‖∇J‖ of the last minibatch there) and every 20 L-BFGS iterations (full data).
     Raises :class:`ConvergenceError` naming the limit hit and the settings to change.
@@ -269,17 +347,18 @@ def train_for_influence(
             progress(steps_done + iterations, norm)
 
     remaining = max(max_seconds - (time.perf_counter() - started), 1.0)
-    report = train_to_stationary_point(
-        model,
-        X,
-        y,
-        weight_decay=weight_decay,
-        loss_fn=loss_fn,
-        gradient_tolerance=gradient_tolerance,
-        max_iterations=max_iterations,
-        progress=shifted,
-        max_seconds=remaining,
-    )
+    with polish_target(model, X, polish_parameters) as (polished, inputs):
+        report = train_to_stationary_point(
+            polished,
+            inputs,
+            y,
+            weight_decay=weight_decay,
+            loss_fn=loss_fn,
+            gradient_tolerance=gradient_tolerance,
+            max_iterations=max_iterations,
+            progress=shifted,
+            max_seconds=remaining,
+        )
     return TrainingReport(
         gradient_norm=report.gradient_norm,
         objective=report.objective,

@@ -153,7 +153,8 @@ def choose_solver(
         )
     delta = resolve_damping(damping, spectrum, convex)
     lower = smallest_damped_lower(spectrum, delta, objective.weight_decay if convex else 0.0)
-    kappa = max((spectrum.largest_bound + delta) / lower, 1.0)
+    # lower ≤ 0: no positive lower bound on λ_min(A) (e.g. δ = 0 given for a non-convex model)
+    kappa = max((spectrum.largest_bound + delta) / lower, 1.0) if lower > 0 else math.inf
     block = fitting_block_size(objective, block_size)
     probe = max(1, min(block, 32))
     c64 = _seconds_per_column(objective, probe, seed)
