@@ -58,6 +58,8 @@ MODELS: dict[str, Model] = {
     )
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+# θ that deep models take self-influence over (relabel.influence.scope): auto, all parameters, last layer
+INFLUENCE_SCOPES = ("auto", "all", "last")
 
 
 def describe(table: dict[str, Method] | dict[str, Model], names: Sequence[str] | None = None) -> str:

@@ -151,6 +151,7 @@ def score_dataset(
         l2=settings.l2,
         device=settings.device,
         progress=progress,
+        influence_parameters=settings.influence_parameters,
         **options,
     )
     with stage_timer(seconds, "fit"):

@@ -11,7 +11,7 @@ from typing import Any
 
 from relabel.errors import InputError
 from relabel.featurizers import FEATURE_SETS
-from relabel.methods import MODEL_NAMES, SCORE_METHODS
+from relabel.methods import INFLUENCE_SCOPES, MODEL_NAMES, SCORE_METHODS
 
 QUEUE_MODES = ("view", "project")
 
@@ -37,6 +37,9 @@ class AuditSettings:
     features:          text features: "auto" (sentence embeddings when the ``text`` extra is installed,
                        else TF-IDF), "embeddings" or "tfidf"; see :mod:`relabel.featurizers`.
     device:            torch device for the embedding model and deep models, e.g. "cpu" or "cuda".
+    influence_parameters: mlp/cnn: self-influence over "all" parameters, the "last" layer, or "auto" (all
+                       when that is estimated to take ≤ 2 min, else the last layer; see
+                       :mod:`relabel.influence.scope`).
     """
 
     model: str = "logistic"
@@ -52,12 +55,14 @@ class AuditSettings:
     explain_top: int = 3
     features: str = "auto"
     device: str = "cpu"
+    influence_parameters: str = "auto"
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, MODEL_NAMES)
         _one_of("method", self.method, SCORE_METHODS)
         _one_of("queue", self.queue, QUEUE_MODES)
         _one_of("features", self.features, FEATURE_SETS)
+        _one_of("influence_parameters", self.influence_parameters, INFLUENCE_SCOPES)
         if self.top is not None and self.top_fraction is not None:
             raise InputError("give top (an item count) or top_fraction (a share), not both")
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):

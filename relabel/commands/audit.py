@@ -121,6 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> AuditSettings:
         write_mislabeling=not args.no_mislabeling_field,
         features=args.features,
         device=args.device,
+        influence_parameters=args.influence_parameters,
     )
 
 

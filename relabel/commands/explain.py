@@ -224,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
     if items.image_shape is not None:
         options["image_shape"] = items.image_shape
     scorer = SuspicionScorer(
-        model=args.model, l2=args.l2, seed=args.seed, progress=show_progress(args), **options
+        model=args.model,
+        l2=args.l2,
+        seed=args.seed,
+        progress=show_progress(args),
+        influence_parameters=args.influence_parameters,
+        **options,
     ).fit(items.X, items.y, classes=list(range(len(classes))))
     if scorer.solver_name == "exact":  # all n self-influences cost one pass of triangular solves
         all_self_influence = scorer.self_influence()

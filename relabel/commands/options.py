@@ -17,7 +17,7 @@ from typing import Any
 
 from relabel.errors import RelabelError
 from relabel.featurizers import FEATURE_SETS
-from relabel.methods import METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
+from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
 
 URL_ENV = "LABEL_STUDIO_URL"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -105,6 +105,14 @@ def add_model_options(
     if image_size:
         group.add_argument(
             "--image-size", type=int, metavar="PX", help="resize images to PX×PX before featurizing"
+        )
+    if model:
+        group.add_argument(
+            "--influence-parameters",
+            choices=INFLUENCE_SCOPES,
+            default="auto",
+            help="mlp/cnn: self-influence over all parameters, the last layer, or auto = all when that is "
+            "estimated to take ≤ 2 min, else the last layer (default: auto)",
         )
     add_feature_options(group, several=several_features)
 

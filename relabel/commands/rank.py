@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         image_shape=args.image_shape,
         lissa=LissaConfig(damping=args.lissa_damping, seed=args.seed),
         progress=show_progress(args),
+        influence_parameters=args.influence_parameters,
     )
     scorer.fit(features, dataset.labels, classes=dataset.classes, item_ids=list(dataset.ids))
     scores = scorer.scores(tuple(args.methods))

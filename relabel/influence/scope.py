@@ -32,8 +32,9 @@ from torch import nn
 from relabel.errors import InputError
 from relabel.influence.spectrum import DEFAULT_DAMPING_FRACTION
 from relabel.influence.torch_objective import PerExampleLoss, TorchObjective, cross_entropy_per_example
+from relabel.methods import INFLUENCE_SCOPES
 
-SCOPES = ("auto", "all", "last")
+SCOPES = INFLUENCE_SCOPES
 DEFAULT_SCOPE_BUDGET_SECONDS = 120.0
 PROBE_COLUMNS = 2
 _NOMINAL_CONDITION = 1.0 + 1.0 / DEFAULT_DAMPING_FRACTION
