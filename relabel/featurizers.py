@@ -303,6 +303,9 @@ def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featuri
     return featurizer
 
 
+CNN_IMAGE_SIZE = 28  # default side in pixels of the CNN's input (8 px pixel features lose too much for it)
+
+
 def featurize(
     dataset: LabeledDataset,
     model: str,
@@ -315,11 +318,14 @@ def featurize(
     """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
 
     Uses :func:`featurizer_for` (text → sentence embeddings or TF-IDF per ``features``, image → pixels,
-    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (e.g. 8 for
-    sklearn-digits-like images); ``device``/``progress`` go to the embedding model. Returns the features and
-    the ``image_shape`` (C, H, W) to hand to the CNN (None otherwise).
+    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (default: 8 for
+    pixel features, ``CNN_IMAGE_SIZE`` = 28, MNIST's size, for the CNN); ``device``/``progress`` go to
+    the embedding model. Returns the features and the ``image_shape`` (C, H, W) to hand to the CNN (None
+    otherwise).
     """
     options: dict[str, Any] = {}
+    if image_size is None and model == "cnn":
+        image_size = CNN_IMAGE_SIZE
     if image_size is not None and dataset.kind == "image":
         options["size"] = (int(image_size), int(image_size))
     if dataset.kind == "text":

@@ -28,8 +28,8 @@ class AuditSettings:
                        pre-filled: the queue a reviewer can work through in Label Studio Community) or
                        "view" (predictions + a Data Manager tab in the project itself).
     control:           the <Choices> control holding the label, when the labeling config has several.
-    image_size:        side length in pixels images are resized to before featurizing (None: the
-                       featurizer's default).
+    image_size:        side length in pixels images are resized to before featurizing (None: 8 for the
+                       pixel features of logistic/mlp, 28 for the CNN).
     l2:                λ, the L2 weight on all parameters (dimensionless, on the mean loss).
     seed:              seed for model initialisation and the random baseline.
     write_mislabeling: view mode: also write each prediction's ``mislabeling`` field (one request each).

@@ -155,3 +155,25 @@ def test_featurizer_for_factory() -> None:
         featurizer_for("audio")
     with pytest.raises(InputError, match="Bad options"):
         featurizer_for("tabular", size=3)
+
+
+def test_cnn_sees_mnist_size_images_by_default_and_pixel_features_stay_8x8() -> None:
+    from relabel.dataset import LabeledDataset
+    from relabel.featurizers import CNN_IMAGE_SIZE, featurize
+
+    images = [png_bytes((255, 255, 255), size=(40, 40)), png_bytes((0, 0, 0), size=(40, 40))]
+    dataset = LabeledDataset(
+        ids=np.array([1, 2]),
+        inputs=images,
+        kind="image",
+        labels=np.array(["a", "b"]),
+        classes=["a", "b"],
+        provenance=pd.DataFrame(index=[1, 2]),
+    )
+    arrays, shape = featurize(dataset, "cnn")
+    assert arrays.shape == (2, 1, CNN_IMAGE_SIZE, CNN_IMAGE_SIZE) == (2, 1, 28, 28)
+    assert shape == (1, 28, 28)
+    pixels, none = featurize(dataset, "logistic")
+    assert pixels.shape == (2, 64) and none is None
+    smaller, _ = featurize(dataset, "cnn", image_size=12)
+    assert smaller.shape == (2, 1, 12, 12)
