@@ -27,8 +27,9 @@ Defaults (documented choices):
   needs anyway). With the residual r_t = v − A x_t, vᵀA⁻¹v − q_t = r_tᵀA⁻¹r_t ≥ 0: the error is
   *quadratic* in the solve error (LiSSA's vᵀx_t is only linear), q_t never exceeds the true score, and
       0 ≤ vᵀA⁻¹v − q_t ≤ r_tᵀP⁻¹r_t / μ_min(P⁻¹A);
-- stopping on that **error bound**: a column stops when r_tᵀP⁻¹r_t / (μ_low · q_t) ≤ ``tolerance``
-  (default 1e-2) and leaves the block. μ_low is exact, (λ + δ)/λ_max(P), without a preconditioner or for
+- stopping on that **error bound**: a column stops when min(r_tᵀP⁻¹r_t / μ_low, ‖r_t‖²/λ_low(A)) / q_t ≤
+  ``tolerance`` (default 1e-2) and leaves the block (the second term only when H ⪰ 0, λ_low(A) = δ, + λ
+  for a convex model). μ_low is exact, (λ + δ)/λ_max(P), without a preconditioner or for
   a convex model (H ⪰ λI); otherwise ½ μ̂_min (the Lanczos value, which approaches μ_min from above,
   halved as a margin). For whole vectors (``inverse_hvp``) the bound is on ‖A⁻¹v − x_t‖_P / ‖x_t‖_P ≤
   ‖r_t‖_{P⁻¹} / (μ_low ‖x_t‖_P);
@@ -106,7 +107,8 @@ class LissaDiagnostics:
 
     largest_eigenvalue / smallest_eigenvalue: Lanczos estimates for H (without δ). damping, scale: δ and
     s used. preconditioned_largest / preconditioned_smallest: Lanczos μ̂_max (upper) / μ̂_min of
-    P^{-1/2}AP^{-1/2} (of A itself without a preconditioner). smallest_damped_lower: μ_low, the lower
+    P^{-1/2}AP^{-1/2} (of A itself without a preconditioner). damped_operator_lower: the exact lower bound
+    λ_min(A) ≥ δ (+ λ when convex) when H ⪰ 0, else 0 (unused). smallest_damped_lower: μ_low, the lower
     estimate of μ_min in the error bound. iterations: the deepest any column went. max_error_bound: the
     largest final error bound (≤ tolerance when converged). converged: all within tolerance. n_solves:
     right-hand sides solved so far. preconditioner: what P was.
@@ -119,6 +121,7 @@ class LissaDiagnostics:
     preconditioned_largest: float = 0.0
     preconditioned_smallest: float = 0.0
     smallest_damped_lower: float = 0.0
+    damped_operator_lower: float = 0.0
     iterations: int = 0
     max_error_bound: float = 0.0
     converged: bool = True
@@ -201,6 +204,7 @@ class LissaSolver(InfluenceSolver):
             preconditioned_largest=top,
             preconditioned_smallest=bottom,
             smallest_damped_lower=lower,
+            damped_operator_lower=damped_lower if spectrum.smallest >= 0 else 0.0,
             preconditioner=self.preconditioner.describe() if self.preconditioner else "none",
         )
 
@@ -240,7 +244,11 @@ class LissaSolver(InfluenceSolver):
         if lower <= 0:
             return torch.full_like(energy, math.inf)
         if quadratic:
-            return energy / (lower * estimate.abs().clamp_min(1e-300))
+            gap = energy / lower
+            if self.diagnostics.damped_operator_lower > 0:  # also r_tᵀA⁻¹r_t ≤ ‖r_t‖²/λ_min(A)
+                plain = (residual * residual).sum(1) / self.diagnostics.damped_operator_lower
+                gap = torch.minimum(gap, plain)
+            return gap / estimate.abs().clamp_min(1e-300)
         size = (current * self._apply_preconditioner_matrix(current)).sum(1).clamp_min(1e-300)
         return (energy / size).sqrt() / lower
 
