@@ -7,14 +7,14 @@ to an image classification project on a local Label Studio server, the way the U
 gets one annotation with its (possibly flipped) label. Then the audit runs exactly as ``relabel audit
 --project ID --model cnn --top-fraction 0.1`` would (the CLI's own parser builds the settings; queue: the
 CLI's default; the report is written the way ``--report`` does), and once more with ``--model logistic
---dry-run`` for comparison (a dry run, so the CNN's review queue stays). Note that without ``--image-size``
-the audit resizes images to the image featurizer's default side (8 px), as the CLI does.
+--dry-run`` for comparison (a dry run, so the CNN's review queue stays). Without ``--image-size`` the CNN
+sees the images at 28×28 and the logistic model at 8×8 pixel features (the featurizer's defaults).
 
 Usage::
 
     PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py                    # 1,500 images, local server
     PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py --items 200 --seed 1
-    PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py --image-size 28    # audit at full resolution
+    PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py --image-size 16    # both models at 16×16
     PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py --keep             # leave the server running
     PYTHONPATH=. .venv/bin/python scripts/bench_cnn_audit.py --url http://localhost:8080  # an existing server
 
@@ -232,7 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--image-size",
         type=int,
         metavar="PX",
-        help="pass --image-size PX to both audits (default: none, as the command above: 8 px images)",
+        help="pass --image-size PX to both audits (default: none: 28 px for the CNN, 8 px for logistic)",
     )
     parser.add_argument("--data-dir", type=Path, help="data dir for the local server (default: a temp dir)")
     parser.add_argument("--report-dir", type=Path, help="where the reports go (default: a temp dir)")
