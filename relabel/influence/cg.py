@@ -3,14 +3,18 @@
 Each column runs its own CG recursion (its own step lengths), but all active columns share one vmapped
 Hessian-vector product per iteration (:meth:`TorchObjective.hessian_operator`), so the cost per
 iteration is one batched HVP, as in LiSSA. CG needs ≈ ½√κ·ln(2/ε) iterations where LiSSA needs
-≈ κ·ln(κ/ε) (κ = condition number of H + δI), which is why it is the iterative default.
+≈ κ·ln(κ/ε) (κ = condition number of H + δI), which is why it is the iterative default. By default it is
+preconditioned (PCG) with the EK-FAC curvature P ≈ H + δI of :mod:`relabel.influence.preconditioner`:
+z = P⁻¹r replaces r in the directions and step lengths, so κ becomes that of P⁻¹(H + δI) (digits: 93 → 10.5
+for the logistic model, 101 → 38 for an MLP); ``preconditioner="none"`` is plain CG.
 
 Stopping rule — an error bound on the quantity we return. For CG, x_k is the Galerkin solution on the
 Krylov space, so with A = H + δI and e_k = x* − x_k:
 
     gᵀx* − gᵀx_k = ‖e_k‖²_A = r_kᵀ A⁻¹ r_k ≤ ‖r_k‖² / λ_min(A),      and gᵀx_k ≤ gᵀx*,
 
-hence the relative error of the self-influence gᵀx_k is at most ‖r_k‖² / (λ_min(A) · gᵀx_k). A column
+hence the relative error of the self-influence gᵀx_k is at most ‖r_k‖² / (λ_min(A) · gᵀx_k) — with or
+without P, since preconditioned CG's iterate is still the A-norm-optimal point of its Krylov space. A column
 stops when that bound is ≤ ``tolerance`` (default 1e-2). λ_min(A) is bounded below by δ when H ⪰ 0
 (:func:`~relabel.influence.spectrum.smallest_damped_lower`). The products H p use ``hvp_dtype``
 (float32 by default: its rounding, ≈1e-7·κ relative, is far below the 1e-2 target); x, r, p and every
@@ -29,6 +33,7 @@ import torch
 
 from relabel.errors import ConvergenceError
 from relabel.influence.base import InfluenceSolver
+from relabel.influence.preconditioner import KroneckerPreconditioner
 from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
 
@@ -44,6 +49,8 @@ class CgConfig:
     hvp_dtype:      "float32" (default) or "float64" for the Hessian-vector products.
     lanczos_steps:  HVPs spent on the spectrum estimate (λ̂_max for the default δ and κ̂).
     seed:           seeds the Lanczos start vector.
+    preconditioner: "ekfac" (default: preconditioned CG with the EK-FAC curvature P of
+                    :mod:`relabel.influence.preconditioner`) or "none" (plain CG).
     """
 
     damping: float | None = None
@@ -53,6 +60,7 @@ class CgConfig:
     hvp_dtype: str = "float32"
     lanczos_steps: int = 40
     seed: int = 0
+    preconditioner: str = "ekfac"
 
 
 @dataclass
@@ -113,6 +121,9 @@ class CgSolver(InfluenceSolver):
             kappa = (spectrum.largest_bound + damping) / lower
             iterations = math.ceil(3 * math.sqrt(kappa) * math.log(2 / self.config.tolerance)) + 20
             depth = int(min(objective.n_parameters, iterations))
+        self.preconditioner = (
+            KroneckerPreconditioner(objective, damping) if self.config.preconditioner == "ekfac" else None
+        )
         self.diagnostics = CgDiagnostics(
             damping=damping,
             largest_eigenvalue=spectrum.largest,
@@ -128,13 +139,21 @@ class CgSolver(InfluenceSolver):
         self.diagnostics.hvp_seconds += time.perf_counter() - start
         return product + self.diagnostics.damping * vectors
 
+    def _precondition(self, vectors: torch.Tensor) -> torch.Tensor:
+        """P⁻¹v per row; a copy of v without a preconditioner (the caller updates r in place)."""
+        if self.preconditioner is None:
+            return vectors.clone()
+        return self.preconditioner.apply_inverse(vectors)
+
     def _solve_block(self, rhs: torch.Tensor) -> torch.Tensor:
+        """(Preconditioned) CG for a block of right-hand sides; z = P⁻¹r (z = r without P), and
+        residual_sq holds rᵀz, the quantity the step lengths use."""
         diagnostics, tolerance = self.diagnostics, self.config.tolerance
         lower = diagnostics.smallest_damped_lower
         solution = torch.zeros_like(rhs)
         residual = rhs.clone()
-        direction = rhs.clone()
-        residual_sq = (residual * residual).sum(1)
+        direction = self._precondition(residual)
+        residual_sq = (residual * direction).sum(1)
         done_at = torch.zeros(rhs.shape[0], dtype=torch.long, device=rhs.device)
         bound = torch.full((rhs.shape[0],), math.inf, dtype=rhs.dtype, device=rhs.device)
         zero = residual_sq == 0
@@ -160,11 +179,13 @@ class CgSolver(InfluenceSolver):
             step = residual_sq[active] / curvature
             solution[active] += step[:, None] * p_active
             residual[active] -= step[:, None] * product
-            new_sq = (residual[active] * residual[active]).sum(1)
+            preconditioned = self._precondition(residual[active])
+            new_sq = (residual[active] * preconditioned).sum(1)
             value = (rhs[active] * solution[active]).sum(1)
-            column_bound = new_sq / (lower * value.clamp_min(1e-300))
+            plain_sq = (residual[active] * residual[active]).sum(1)
+            column_bound = plain_sq / (lower * value.clamp_min(1e-300))
             bound[active] = column_bound
-            direction[active] = residual[active] + (new_sq / residual_sq[active])[:, None] * p_active
+            direction[active] = preconditioned + (new_sq / residual_sq[active])[:, None] * p_active
             residual_sq[active] = new_sq
             finished = column_bound <= tolerance
             done_at[active[finished]] = iteration
@@ -195,11 +216,15 @@ class CgSolver(InfluenceSolver):
             self.diagnostics.n_solves += block.shape[0]
         return torch.cat(results)
 
+    def _describe_preconditioner(self) -> str:
+        return self.preconditioner.describe() if self.preconditioner is not None else "none"
+
     def describe(self) -> str:
         d = self.diagnostics
         counts = np.asarray(d.iteration_counts) if d.iteration_counts else np.zeros(1)
         return (
-            f"cg ({self.config.hvp_dtype} HVPs): {d.n_solves} solves, median {np.median(counts):.0f} / max "
+            f"cg ({self.config.hvp_dtype} HVPs, preconditioner {self._describe_preconditioner()}): "
+            f"{d.n_solves} solves, median {np.median(counts):.0f} / max "
             f"{d.iterations} iterations, relative error bound ≤ {d.max_error_bound:.1e} "
             f"(target {self.config.tolerance:g}); δ = {d.damping:.3g}, λ_max(H) ≈ {d.largest_eigenvalue:.3g}"
         )
