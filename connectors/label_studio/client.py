@@ -44,7 +44,9 @@ API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 DEFAULT_TIMEOUT_SECONDS = 120
 EXPORT_TIMEOUT_SECONDS = 1800
 EXPORT_IDS_CHUNK = 500  # ids per export request: URL parameters, and Django refuses > 1,000 fields
-LIST_PAGE_SIZE = 1000
+# Label Studio on SQLite answers a task-list page of 1,000 with HTTP 500 "Expression tree is too large
+# (maximum depth 1000)" (its per-page annotation query chains one term per task); 250 stays well below.
+LIST_PAGE_SIZE = 250
 LABEL_STUDIO_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what the Data Manager's Datetime filters parse
 
 Result = TypeVar("Result")
@@ -397,7 +399,7 @@ class LabelStudioClient:
         return tasks
 
     def list_tasks(self, project_id: int, progress: bool = False) -> list[dict[str, Any]]:
-        """Every task with its annotations through the paginated task list (1,000 a page).
+        """Every task with its annotations through the paginated task list (``LIST_PAGE_SIZE`` a page).
 
         Slower than :meth:`export_tasks`; kept for servers where the export endpoint is disabled or times
         out behind a proxy.
