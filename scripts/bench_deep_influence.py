@@ -498,7 +498,7 @@ def main() -> int:
     parser.add_argument("--cnn-items", type=int, default=1500)
     parser.add_argument("--cnn-sample", type=int, default=64, help="items checked against the CG reference")
     parser.add_argument(
-        "--full-theta-sample", type=int, default=8, help="items compared with full-θ self-influence (costly)"
+        "--full-theta-sample", type=int, default=16, help="items compared with full-θ self-influence (costly)"
     )
     parser.add_argument("--cnn-l2", type=float, default=1e-2)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

@@ -71,7 +71,9 @@ def _bytes(size: float) -> str:
 
 def activation_elements_per_item(objective: TorchObjective) -> int:
     """Elements produced by the module's leaf layers for one input (forward hooks): the scale of the
-    temporaries one Hessian-vector product column keeps per training row."""
+    temporaries one Hessian-vector product column keeps per training row. When θ is a subset (e.g. the
+    last layer), only the layers from the first one owning a chosen parameter on (registration order)
+    count: the products replay only what depends on θ."""
     total = 0
     handles = []
 
@@ -80,8 +82,13 @@ def activation_elements_per_item(objective: TorchObjective) -> int:
         if isinstance(output, torch.Tensor):
             total += output.numel()
 
-    for module in objective.model.modules():
-        if not list(module.children()):
+    chosen = set(objective.parameter_names)
+    reached = False
+    for module_name, module in objective.model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        own = {prefix + name for name, _ in module.named_parameters(recurse=False)}
+        reached = reached or bool(own & chosen)
+        if reached and not list(module.children()):
             handles.append(module.register_forward_hook(count))
     try:
         with torch.no_grad():
