@@ -114,7 +114,8 @@ class SuspicionScorer:
     Parameters mirror :func:`rank`. :meth:`fit` sets every fitted attribute, whatever the model: ``X``,
     ``y`` (class indices), ``classes``, ``fit_summary``, ``probabilities`` (n, K), ``logistic_fit`` (the
     logistic model's fit, else None), ``module`` (the torch model, else None), ``objective`` (the torch
-    objective LiSSA works on, else None); ``solver`` (the :class:`InfluenceSolver`) is built on first use.
+    objective LiSSA works on, else None), ``parameter_scope`` (the θ influence is taken over, deep models);
+    ``solver`` (the :class:`InfluenceSolver`) is built on first use.
     Querying before :meth:`fit` raises InputError.
     """
 
@@ -488,7 +489,9 @@ def rank(
     parameters (weight decay for torch models). Columns: each of ``methods`` among self_influence, loss,
     margin, random (higher = more suspicious), ``rank_<method>`` (1 = most suspicious),
     ``predicted_class`` and ``predicted_probability``. ``item_ids`` name items in error messages.
-    Other options: see :class:`SuspicionScorer`.
+    ``influence_parameters`` (deep models): "auto" (all parameters when that is estimated within
+    ``scope_budget_seconds``, default 120 s, else the last layer), "all" or "last"; see
+    :mod:`relabel.influence.scope`. Other options: see :class:`SuspicionScorer`.
     """
     scorer = SuspicionScorer(model=model, solver=solver, l2=l2, seed=seed, device=device, **options)
     return scorer.fit(X, y, classes, item_ids).scores(methods)
