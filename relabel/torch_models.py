@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from relabel.errors import ConvergenceError
-from relabel.influence.torch_objective import PerExampleLoss, cross_entropy_per_example
+from relabel.influence.torch_objective import PerExampleLoss, cross_entropy_per_example, owning_module
 
 
 def build_mlp(n_features: int, n_classes: int, hidden_units: int = 64) -> nn.Module:
@@ -245,17 +245,11 @@ def polish_target(
         yield model, X
         return
     chosen = set(names)
-    for module_name, module in model.named_modules():
-        own = {
-            f"{module_name}.{name}" if module_name else name
-            for name, parameter in module.named_parameters(recurse=False)
-            if parameter.requires_grad
-        }
-        if own and own == chosen:
-            cached = _cached_inputs(model, module, X)
-            if cached is not None:
-                yield module, cached
-                return
+    module = owning_module(model, names)
+    cached = _cached_inputs(model, module, X) if module is not None else None
+    if module is not None and cached is not None:
+        yield module, cached
+        return
     frozen = [p for name, p in model.named_parameters() if p.requires_grad and name not in chosen]
     for parameter in frozen:
         parameter.requires_grad_(False)
@@ -270,17 +264,8 @@ def is_final_linear(model: nn.Module, names: Sequence[str] | None, X: torch.Tens
     """True when ``names`` are exactly the parameters of an ``nn.Linear`` that is the model's last step
     (checked on the first rows of X): with the body fixed, cross-entropy over that θ is then a
     multinomial logistic regression, convex, and its Hessian plus λI is positive definite."""
-    if names is None:
-        return False
-    for module_name, module in model.named_modules():
-        own = {
-            f"{module_name}.{name}" if module_name else name
-            for name, parameter in module.named_parameters(recurse=False)
-            if parameter.requires_grad
-        }
-        if own and own == set(names):
-            return isinstance(module, nn.Linear) and _cached_inputs(model, module, X[:8]) is not None
-    return False
+    module = owning_module(model, names)
+    return isinstance(module, nn.Linear) and _cached_inputs(model, module, X[:8]) is not None
 
 
 def _cached_inputs(model: nn.Module, module: nn.Module, X: torch.Tensor) -> torch.Tensor | None:

@@ -30,8 +30,8 @@ from relabel.influence.base import InfluenceSolver
 from relabel.influence.cg import CgConfig, CgSolver
 from relabel.influence.direct import DEFAULT_HESSIAN_MEMORY_BUDGET, DirectSolver
 from relabel.influence.lissa import LissaConfig, LissaSolver
-from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
-from relabel.influence.torch_objective import TorchObjective
+from relabel.influence.spectrum import Spectrum, operator_spectrum, resolve_damping, smallest_damped_lower
+from relabel.influence.torch_objective import TorchObjective, modules_with_parameters
 
 # Blocks of 64 right-hand sides / identity columns by default: on CPU the vmapped HVP's cost per column
 # is lowest around 16–64 columns (measured on the digits MLP: 0.66 ms at 16, 0.78 at 64, 1.5 at 256 —
@@ -83,11 +83,12 @@ def activation_elements_per_item(objective: TorchObjective) -> int:
             total += output.numel()
 
     chosen = set(objective.parameter_names)
+    first = next(
+        (module for module, own in modules_with_parameters(objective.model) if chosen & set(own)), None
+    )
     reached = False
-    for module_name, module in objective.model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        own = {prefix + name for name, _ in module.named_parameters(recurse=False)}
-        reached = reached or bool(own & chosen)
+    for module in objective.model.modules():
+        reached = reached or module is first
         if reached and not list(module.children()):
             handles.append(module.register_forward_hook(count))
     try:
@@ -150,15 +151,7 @@ def choose_solver(
         raise InputError(f"unknown solver {requested!r}: choose auto, {', '.join(TORCH_SOLVER_NAMES)}")
     p, n = objective.n_parameters, n_solves if n_solves is not None else objective.n_items
     if spectrum is None:
-        operator = objective.hessian_operator()
-        spectrum = lanczos_spectrum(
-            lambda v: operator(v[None, :])[0],
-            p,
-            40,
-            generator=torch.Generator().manual_seed(seed),
-            dtype=objective.dtype,
-            device=objective.device,
-        )
+        spectrum = operator_spectrum(objective, 40, generator=torch.Generator().manual_seed(seed))
     delta = resolve_damping(damping, spectrum, convex)
     lower = smallest_damped_lower(spectrum, delta, objective.weight_decay if convex else 0.0)
     # lower ≤ 0: no positive lower bound on λ_min(A) (e.g. δ = 0 given for a non-convex model)

@@ -33,8 +33,8 @@ import torch
 
 from relabel.errors import ConvergenceError
 from relabel.influence.base import InfluenceSolver
-from relabel.influence.preconditioner import KroneckerPreconditioner
-from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
+from relabel.influence.preconditioner import build_preconditioner, check_preconditioner
+from relabel.influence.spectrum import Spectrum, operator_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
 
 
@@ -97,21 +97,14 @@ class CgSolver(InfluenceSolver):
         chunk_size: int | None = None,
     ) -> None:
         self.config = config or CgConfig()
+        check_preconditioner(self.config.preconditioner)
         super().__init__(objective, chunk_size or self.config.block_size)
         self.objective = objective
         self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
         self.operator = self.hvp_objective.hessian_operator()
         if spectrum is None:
             generator = torch.Generator().manual_seed(self.config.seed)
-            full = objective.hessian_operator()
-            spectrum = lanczos_spectrum(
-                lambda v: full(v[None, :])[0],
-                objective.n_parameters,
-                self.config.lanczos_steps,
-                generator=generator,
-                dtype=objective.dtype,
-                device=objective.device,
-            )
+            spectrum = operator_spectrum(objective, self.config.lanczos_steps, generator=generator)
         self.spectrum = spectrum
         damping = resolve_damping(self.config.damping, spectrum, convex)
         lower = smallest_damped_lower(spectrum, damping, objective.weight_decay if convex else 0.0)
@@ -121,9 +114,7 @@ class CgSolver(InfluenceSolver):
             kappa = (spectrum.largest_bound + damping) / lower
             iterations = math.ceil(3 * math.sqrt(kappa) * math.log(2 / self.config.tolerance)) + 20
             depth = int(min(objective.n_parameters, iterations))
-        self.preconditioner = (
-            KroneckerPreconditioner(objective, damping) if self.config.preconditioner == "ekfac" else None
-        )
+        self.preconditioner = build_preconditioner(self.config.preconditioner, objective, damping)
         self.diagnostics = CgDiagnostics(
             damping=damping,
             largest_eigenvalue=spectrum.largest,
@@ -139,12 +130,6 @@ class CgSolver(InfluenceSolver):
         self.diagnostics.hvp_seconds += time.perf_counter() - start
         return product + self.diagnostics.damping * vectors
 
-    def _precondition(self, vectors: torch.Tensor) -> torch.Tensor:
-        """P⁻¹v per row; a copy of v without a preconditioner (the caller updates r in place)."""
-        if self.preconditioner is None:
-            return vectors.clone()
-        return self.preconditioner.apply_inverse(vectors)
-
     def _solve_block(self, rhs: torch.Tensor) -> torch.Tensor:
         """(Preconditioned) CG for a block of right-hand sides; z = P⁻¹r (z = r without P), and
         residual_sq holds rᵀz, the quantity the step lengths use."""
@@ -152,7 +137,7 @@ class CgSolver(InfluenceSolver):
         lower = diagnostics.smallest_damped_lower
         solution = torch.zeros_like(rhs)
         residual = rhs.clone()
-        direction = self._precondition(residual)
+        direction = self.preconditioner.apply_inverse(residual)
         residual_sq = (residual * direction).sum(1)
         done_at = torch.zeros(rhs.shape[0], dtype=torch.long, device=rhs.device)
         bound = torch.full((rhs.shape[0],), math.inf, dtype=rhs.dtype, device=rhs.device)
@@ -179,7 +164,7 @@ class CgSolver(InfluenceSolver):
             step = residual_sq[active] / curvature
             solution[active] += step[:, None] * p_active
             residual[active] -= step[:, None] * product
-            preconditioned = self._precondition(residual[active])
+            preconditioned = self.preconditioner.apply_inverse(residual[active])
             new_sq = (residual[active] * preconditioned).sum(1)
             value = (rhs[active] * solution[active]).sum(1)
             plain_sq = (residual[active] * residual[active]).sum(1)
@@ -216,14 +201,11 @@ class CgSolver(InfluenceSolver):
             self.diagnostics.n_solves += block.shape[0]
         return torch.cat(results)
 
-    def _describe_preconditioner(self) -> str:
-        return self.preconditioner.describe() if self.preconditioner is not None else "none"
-
     def describe(self) -> str:
         d = self.diagnostics
         counts = np.asarray(d.iteration_counts) if d.iteration_counts else np.zeros(1)
         return (
-            f"cg ({self.config.hvp_dtype} HVPs, preconditioner {self._describe_preconditioner()}): "
+            f"cg ({self.config.hvp_dtype} HVPs, preconditioner {self.preconditioner.describe()}): "
             f"{d.n_solves} solves, median {np.median(counts):.0f} / max "
             f"{d.iterations} iterations, relative error bound ≤ {d.max_error_bound:.1e} "
             f"(target {self.config.tolerance:g}); δ = {d.damping:.3g}, λ_max(H) ≈ {d.largest_eigenvalue:.3g}"

@@ -55,11 +55,15 @@ import torch
 
 from relabel.errors import ConvergenceError
 from relabel.influence.base import InfluenceSolver
-from relabel.influence.preconditioner import KroneckerPreconditioner
-from relabel.influence.spectrum import Spectrum, lanczos_spectrum, resolve_damping, smallest_damped_lower
+from relabel.influence.preconditioner import (
+    IdentityPreconditioner,
+    KroneckerPreconditioner,
+    build_preconditioner,
+    check_preconditioner,
+)
+from relabel.influence.spectrum import Spectrum, operator_spectrum, resolve_damping, smallest_damped_lower
 from relabel.influence.torch_objective import TorchObjective
 
-PRECONDITIONERS = ("ekfac", "none")
 DIVERGENCE_GROWTH = 1e4  # a residual this many times its start means the series diverges
 
 
@@ -146,39 +150,36 @@ class LissaSolver(InfluenceSolver):
         spectrum: Spectrum | None = None,
     ) -> None:
         self.config = config or LissaConfig()
-        if self.config.preconditioner not in PRECONDITIONERS:
-            raise ValueError(
-                f"preconditioner must be one of {PRECONDITIONERS}; got {self.config.preconditioner!r}"
-            )
+        check_preconditioner(self.config.preconditioner)
         super().__init__(objective, chunk_size or self.config.block_size)
         self.objective = objective
         self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.full_hessian = self.hvp_objective.hessian_operator()
-        self.preconditioner: KroneckerPreconditioner | None = None
+        self.preconditioner: KroneckerPreconditioner | IdentityPreconditioner = IdentityPreconditioner()
         self.diagnostics = self._estimate_spectrum(convex, spectrum)
 
     def _lanczos(self, apply: Callable[[torch.Tensor], torch.Tensor]) -> Spectrum:
-        return lanczos_spectrum(
-            lambda v: apply(v[None, :])[0],
-            self.objective.n_parameters,
-            self.config.power_iterations,
-            generator=self.generator,
-            dtype=self.objective.dtype,
-            device=self.objective.device,
+        return operator_spectrum(
+            self.objective, self.config.power_iterations, generator=self.generator, operator=apply
         )
 
     def _estimate_spectrum(self, convex: bool, spectrum: Spectrum | None) -> LissaDiagnostics:
         """H's spectrum (→ δ), the preconditioner, then the spectrum of P^{-1/2}AP^{-1/2} (→ s, μ_low)."""
         config = self.config
-        exact_operator = self.objective.hessian_operator()
+        # the float64 linearisation: built only when a Lanczos run needs it
+        exact_operator = (
+            self.objective.hessian_operator()
+            if spectrum is None or config.preconditioner == "ekfac"
+            else None
+        )
         spectrum = spectrum or self._lanczos(exact_operator)
         damping = resolve_damping(config.damping, spectrum, convex)
         damped_lower = smallest_damped_lower(
             spectrum, damping, self.objective.weight_decay if convex else 0.0
         )
+        self.preconditioner = build_preconditioner(config.preconditioner, self.objective, damping)
         if config.preconditioner == "ekfac":
-            self.preconditioner = KroneckerPreconditioner(self.objective, damping)
             split = self.preconditioner.apply_inverse_sqrt
             preconditioned = self._lanczos(lambda v: split(exact_operator(split(v)) + damping * split(v)))
             if spectrum.smallest >= 0:  # H ⪰ 0: μ_min(P⁻¹A) ≥ λ_min(A)/λ_max(P) exactly
@@ -205,11 +206,8 @@ class LissaSolver(InfluenceSolver):
             preconditioned_smallest=bottom,
             smallest_damped_lower=lower,
             damped_operator_lower=damped_lower if spectrum.smallest >= 0 else 0.0,
-            preconditioner=self.preconditioner.describe() if self.preconditioner else "none",
+            preconditioner=self.preconditioner.describe(),
         )
-
-    def _precondition(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.preconditioner.apply_inverse(vectors) if self.preconditioner is not None else vectors
 
     def _batch_hessian(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """H_B + λI on a fresh minibatch, or the full-data operator when batch_size is unset."""
@@ -249,11 +247,8 @@ class LissaSolver(InfluenceSolver):
                 plain = (residual * residual).sum(1) / self.diagnostics.damped_operator_lower
                 gap = torch.minimum(gap, plain)
             return gap / estimate.abs().clamp_min(1e-300)
-        size = (current * self._apply_preconditioner_matrix(current)).sum(1).clamp_min(1e-300)
+        size = (current * self.preconditioner.apply(current)).sum(1).clamp_min(1e-300)
         return (energy / size).sqrt() / lower
-
-    def _apply_preconditioner_matrix(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.preconditioner.apply(vectors) if self.preconditioner is not None else vectors
 
     def _solve_block(
         self, vectors: torch.Tensor, quadratic: bool = False
@@ -262,7 +257,7 @@ class LissaSolver(InfluenceSolver):
 
         ``quadratic``: stop each column on the error bound of q (self-influence) instead of x."""
         scale, tolerance = self.diagnostics.scale, self.config.tolerance
-        solutions = self._precondition(vectors) / scale
+        solutions = self.preconditioner.apply_inverse(vectors) / scale
         estimates = torch.zeros(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
         bounds = torch.zeros_like(estimates)
         active = torch.arange(vectors.shape[0], device=vectors.device)
@@ -272,7 +267,7 @@ class LissaSolver(InfluenceSolver):
             current, targets = solutions[active], vectors[active]
             product = self._damped_product(current, iteration)
             residual = targets - product
-            step = self._precondition(residual)
+            step = self.preconditioner.apply_inverse(residual)
             estimate = 2 * (targets * current).sum(1) - (current * product).sum(1)
             bound = self._error_bounds(current, residual, step, estimate, quadratic)
             energy = (residual * step).sum(1)

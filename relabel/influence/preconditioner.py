@@ -108,6 +108,38 @@ class KroneckerPreconditioner:
         return f"EK-FAC on {len(self.blocks)} linear layer(s), {self.covered_fraction:.0%} of θ"
 
 
+class IdentityPreconditioner:
+    """P = I (textbook LiSSA, plain CG). Every product returns a copy: the solvers update residuals in
+    place and must not alias them."""
+
+    smallest_eigenvalue = largest_eigenvalue = 1.0
+
+    def apply(self, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors.clone()
+
+    apply_inverse = apply_inverse_sqrt = apply
+
+    def describe(self) -> str:
+        return "none"
+
+
+PRECONDITIONERS = ("ekfac", "none")
+
+
+def check_preconditioner(name: str) -> None:
+    """Refuse an unknown ``preconditioner`` setting (solvers call it before any expensive work)."""
+    if name not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}; got {name!r}")
+
+
+def build_preconditioner(
+    name: str, objective: TorchObjective, damping: float
+) -> KroneckerPreconditioner | IdentityPreconditioner:
+    """The ``preconditioner`` setting of the LiSSA and CG solvers: "ekfac" or "none"."""
+    check_preconditioner(name)
+    return KroneckerPreconditioner(objective, damping) if name == "ekfac" else IdentityPreconditioner()
+
+
 def _linear_blocks(objective: TorchObjective, shift: float) -> list[_LinearBlock]:
     """EK-FAC factors of every nn.Linear whose weight is in θ (bias too when chosen)."""
     offsets, start = {}, 0

@@ -31,7 +31,12 @@ from torch import nn
 
 from relabel.errors import InputError
 from relabel.influence.spectrum import DEFAULT_DAMPING_FRACTION
-from relabel.influence.torch_objective import PerExampleLoss, TorchObjective, cross_entropy_per_example
+from relabel.influence.torch_objective import (
+    PerExampleLoss,
+    TorchObjective,
+    cross_entropy_per_example,
+    modules_with_parameters,
+)
 from relabel.methods import INFLUENCE_SCOPES
 
 SCOPES = INFLUENCE_SCOPES
@@ -70,10 +75,8 @@ class ParameterScope:
 def last_layer_names(model: nn.Module) -> tuple[str, ...]:
     """Names of the trainable parameters of the last module (registration order) that owns any."""
     last: tuple[str, ...] = ()
-    for module_name, module in model.named_modules():
-        own = [name for name, parameter in module.named_parameters(recurse=False) if parameter.requires_grad]
-        if own:
-            last = tuple(f"{module_name}.{name}" if module_name else name for name in own)
+    for _, own in modules_with_parameters(model):
+        last = own
     if not last:
         raise InputError("the model has no trainable parameters to take influence over")
     return last

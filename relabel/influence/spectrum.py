@@ -18,10 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from relabel.errors import ConvergenceError
+
+if TYPE_CHECKING:
+    from relabel.influence.torch_objective import TorchObjective
 
 DEFAULT_DAMPING_FRACTION = 0.01
 
@@ -90,6 +94,26 @@ def lanczos_spectrum(
         largest_bound=float(values[-1]) + residual_top,
         smallest=float(values[0]),
         steps=k,
+    )
+
+
+def operator_spectrum(
+    objective: TorchObjective,
+    steps: int = 40,
+    *,
+    generator: torch.Generator | None = None,
+    operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Spectrum:
+    """:func:`lanczos_spectrum` over the objective's θ of ``operator`` (a symmetric map of blocks of
+    vectors (m, p) → (m, p)); by default the full-data Hessian ``objective.hessian_operator()``."""
+    operator = operator or objective.hessian_operator()
+    return lanczos_spectrum(
+        lambda v: operator(v[None, :])[0],
+        objective.n_parameters,
+        steps,
+        generator=generator,
+        dtype=objective.dtype,
+        device=objective.device,
     )
 
 

@@ -15,7 +15,7 @@ calls, so memory does not grow with the number of iterations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,28 @@ def select_parameter_names(model: nn.Module, subset: Sequence[str] | None) -> li
     if not chosen:
         raise InputError(f"no model parameter matches {list(subset)}; the model's parameters are {names}")
     return chosen
+
+
+def modules_with_parameters(model: nn.Module) -> Iterator[tuple[nn.Module, tuple[str, ...]]]:
+    """(module, the ``named_parameters`` names of its own trainable parameters) for every module that owns
+    any, in registration order (a root module's parameters have no prefix)."""
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        own = tuple(
+            prefix + name
+            for name, parameter in module.named_parameters(recurse=False)
+            if parameter.requires_grad
+        )
+        if own:
+            yield module, own
+
+
+def owning_module(model: nn.Module, names: Sequence[str] | None) -> nn.Module | None:
+    """The module whose own trainable parameters are exactly ``names``; None if no module's are."""
+    if names is None:
+        return None
+    chosen = set(names)
+    return next((module for module, own in modules_with_parameters(model) if set(own) == chosen), None)
 
 
 class TorchObjective:
