@@ -210,7 +210,7 @@ def test_long_text_is_chunked_and_averaged(count_windows) -> None:
     parts = featurizer._encode_windows(windows).astype(np.float64)
     weights = np.array([len(w) - 2 for w in windows], dtype=np.float64)
     expected = (weights[:, None] * parts).sum(axis=0)
-    np.testing.assert_allclose(chunked, expected / np.linalg.norm(expected), atol=1e-6)
+    np.testing.assert_allclose(chunked, expected / np.linalg.norm(expected), atol=1e-5)  # float32 model
     truncated = SentenceEmbeddingFeaturizer(cache_dir=False, long_text="truncate").fit_transform([text])[0]
     reference = featurizer._load().encode([text], convert_to_numpy=True)[0]  # sentence-transformers truncates
     np.testing.assert_allclose(truncated, reference, atol=1e-5)
@@ -218,7 +218,7 @@ def test_long_text_is_chunked_and_averaged(count_windows) -> None:
     # the markets part at the end counts when chunking, not when truncating
     assert cosine(chunked, about[1]) > cosine(truncated, about[1]) + 0.1
     capped = SentenceEmbeddingFeaturizer(cache_dir=False, max_chunks=1).fit_transform([text])[0]
-    np.testing.assert_allclose(capped, truncated, atol=1e-6)
+    np.testing.assert_allclose(capped, truncated, atol=1e-5)  # two float32 code paths
 
 
 def test_progress_bar_only_when_asked(capsys) -> None:
