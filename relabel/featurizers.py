@@ -74,6 +74,9 @@ class TextTfidfFeaturizer:
         return [str(name) for name in self._vectorizer.get_feature_names_out()]
 
 
+PIXEL_IMAGE_SIZE = 8  # default side in pixels of the pixel features of the logistic and mlp models
+
+
 class ImagePixelFeaturizer:
     """Images (encoded files as bytes) -> resized pixel values in [0, 1].
 
@@ -87,7 +90,9 @@ class ImagePixelFeaturizer:
 
     feature_note: str | None = None  # set by featurizer_for when "auto" fell back
 
-    def __init__(self, size: tuple[int, int] = (8, 8), grayscale: bool = True) -> None:
+    def __init__(
+        self, size: tuple[int, int] = (PIXEL_IMAGE_SIZE, PIXEL_IMAGE_SIZE), grayscale: bool = True
+    ) -> None:
         width, height = size
         if width < 1 or height < 1:
             raise InputError(f"Image size must be positive, got {size}")

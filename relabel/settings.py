@@ -1,68 +1,127 @@
 """The settings of one audit, declared once: the CLI flags, the nightly TOML keys and the Python API all map
 onto :class:`AuditSettings`, which validates itself when it is made.
+
+Each field carries its own help text, choices and (where the default is None) what None means, in its
+``metadata`` (kronfluence's style, ``field(metadata={"help": ...})``): :mod:`relabel.commands.options` makes
+the command-line flags from the fields (:func:`relabel.commands.options.add_setting`), so a default, a choice
+or a help text is written once, here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from relabel.errors import InputError
-from relabel.featurizers import FEATURE_SETS
-from relabel.methods import INFLUENCE_SCOPES, MODEL_NAMES, SCORE_METHODS
+from relabel.featurizers import CNN_IMAGE_SIZE, FEATURE_SETS, PIXEL_IMAGE_SIZE
+from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
+from relabel.selection import DEFAULT_TOP_FRACTION
 
 QUEUE_MODES = ("view", "project")
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    default_text: str | None = None,
+    flag: str | None = None,
+) -> Any:
+    """A settings field: its default and, in ``metadata``, what the CLI flag made from it shows.
+
+    ``help``: one sentence, without the default (the flag's help adds "(default: …)" itself);
+    ``choices``: the allowed values (checked by :meth:`AuditSettings.__post_init__` and by argparse);
+    ``default_text``: what the default means where it is None (e.g. "8 px, 28 for the cnn");
+    ``flag``: the flag's spelling when it is not ``--<name-with-dashes>`` (a boolean whose default is True
+    gets a ``--no-…`` flag that sets it False).
+    """
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "metavar": metavar,
+        "default_text": default_text,
+        "flag": flag,
+    }
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class AuditSettings:
-    """What one audit does (every field has a default a user need not change).
+    """What one audit does (every field has a default a user need not change; each field's ``metadata``
+    holds its help text, see :func:`setting`)."""
 
-    model:             logistic (exact self-influence), mlp or cnn (damped, iterative solver); see
-                       :data:`relabel.methods.MODELS`.
-    method:            the score that picks the flagged items (self_influence, loss, margin, random).
-    top:               flag this many items; top_fraction: flag this share (rounded up); neither: 5 %.
-    queue:             "project" (default: a separate review project in rank order, the suggestion
-                       pre-filled: the queue a reviewer can work through in Label Studio Community) or
-                       "view" (predictions + a Data Manager tab in the project itself).
-    control:           the <Choices> control holding the label, when the labeling config has several.
-    image_size:        side length in pixels images are resized to before featurizing (None: 8 for the
-                       pixel features of logistic/mlp, 28 for the CNN).
-    l2:                λ, the L2 weight on all parameters (dimensionless, on the mean loss).
-    seed:              seed for model initialisation and the random baseline.
-    write_mislabeling: view mode: also write each prediction's ``mislabeling`` field (one request each).
-    explain_top:       supporting/opposing items shown per flagged item in the report.
-    features:          text features: "auto" (sentence embeddings when the ``text`` extra is installed,
-                       else TF-IDF), "embeddings" or "tfidf"; see :mod:`relabel.featurizers`.
-    device:            torch device for the embedding model and deep models, e.g. "cpu" or "cuda".
-    influence_parameters: mlp/cnn: self-influence over "all" parameters, the "last" layer, or "auto" (all
-                       when that is estimated to take ≤ 2 min, else the last layer; see
-                       :mod:`relabel.influence.scope`).
-    """
-
-    model: str = "logistic"
-    method: str = "self_influence"
-    top: int | None = None
-    top_fraction: float | None = None
-    queue: str = "project"
-    control: str | None = None
-    image_size: int | None = None
-    l2: float = 1e-3
-    seed: int = 0
-    write_mislabeling: bool = True
-    explain_top: int = 3
-    features: str = "auto"
-    device: str = "cpu"
-    influence_parameters: str = "auto"
+    model: str = setting(
+        "logistic", f"the model fitted to the labels: {describe(MODELS)}", choices=MODEL_NAMES
+    )
+    method: str = setting(
+        "self_influence",
+        f"the score that picks the flagged items: {describe(METHODS, SCORE_METHODS)}",
+        choices=SCORE_METHODS,
+    )
+    top: int | None = setting(
+        None,
+        "flag the N most suspicious labeled tasks (N ≥ 1)",
+        metavar="N",
+        default_text="--top-fraction's default applies",
+    )
+    top_fraction: float | None = setting(
+        None,
+        "flag this share of the labeled tasks (rounded up, at least one task), e.g. 0.1",
+        metavar="F",
+        default_text=f"{DEFAULT_TOP_FRACTION} when --top is not given",
+    )
+    queue: str = setting(
+        "project",
+        "project: a separate review project, tasks in rank order, the model's suggested label pre-filled "
+        "(the queue a reviewer can work through in Label Studio Community); view: predictions + a Data "
+        "Manager tab in the project itself",
+        choices=QUEUE_MODES,
+    )
+    control: str | None = setting(
+        None,
+        "the <Choices> control holding the label, when the labeling config has several",
+        metavar="NAME",
+        default_text="the config's only <Choices>",
+    )
+    image_size: int | None = setting(
+        None,
+        "resize images to PX×PX pixels before featurizing",
+        metavar="PX",
+        default_text=f"{PIXEL_IMAGE_SIZE} for the pixel features of logistic/mlp, {CNN_IMAGE_SIZE} for cnn",
+    )
+    l2: float = setting(1e-3, "λ, the L2 weight on all parameters (dimensionless, on the mean loss)")
+    seed: int = setting(0, "seed for model initialisation and the random baseline")
+    write_mislabeling: bool = setting(
+        True,
+        "view mode: write each prediction's `mislabeling` field (the task's suspicion) in a second pass: "
+        "Label Studio sets it one prediction per request, ≈0.15 s each on a local server",
+        flag="--no-mislabeling-field",
+    )
+    explain_top: int = setting(
+        3, "supporting and opposing training items shown per flagged item in the report", metavar="N"
+    )
+    features: str = setting(
+        "auto",
+        "text features: embeddings (sentence embeddings, needs `pip install 'relabel[text]'`), tfidf, or "
+        "auto = embeddings when installed, else TF-IDF",
+        choices=FEATURE_SETS,
+    )
+    device: str = setting("cpu", "torch device for text embeddings and mlp/cnn models, e.g. cpu or cuda")
+    influence_parameters: str = setting(
+        "auto",
+        "mlp/cnn: self-influence over all parameters, the last layer, or auto = all when that is estimated "
+        "to take ≤ 2 min, else the last layer",
+        choices=INFLUENCE_SCOPES,
+    )
 
     def __post_init__(self) -> None:
-        _one_of("model", self.model, MODEL_NAMES)
-        _one_of("method", self.method, SCORE_METHODS)
-        _one_of("queue", self.queue, QUEUE_MODES)
-        _one_of("features", self.features, FEATURE_SETS)
-        _one_of("influence_parameters", self.influence_parameters, INFLUENCE_SCOPES)
+        for item in fields(self):
+            if item.metadata.get("choices") is not None:
+                _one_of(item.name, getattr(self, item.name), item.metadata["choices"])
         if self.top is not None and self.top_fraction is not None:
             raise InputError("give top (an item count) or top_fraction (a share), not both")
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):

@@ -1,16 +1,23 @@
-"""CLI conventions through :func:`relabel.cli.main`: ``--version``, ``--json`` (one JSON object on stdout) on
-audit, sync, undo and compare, and one ``--quiet`` spelling on every subcommand. Label Studio is the in-memory
-fake of ``tests/fake_label_studio.py`` (the real-server runs are in test_audit_cli.py)."""
+"""CLI conventions through :func:`relabel.cli.main`: ``--version``, ``--json`` (one JSON object on stdout,
+an error too) on audit, sync, undo, accept, compare and explain, one ``--quiet`` spelling on every
+subcommand, and ``--help`` texts that say what happens (the defaults printed are the defaults used). Label
+Studio is the in-memory fake of ``tests/fake_label_studio.py`` (the real-server runs are in
+test_audit_cli.py)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
+import re
 
 import pytest
 
 from connectors.label_studio import LabelStudioConnector
 from relabel.cli import build_parser, main
+from relabel.commands.options import setting_default_text, settings_from_args
+from relabel.settings import AuditSettings
 from relabel.triage import TIERS
 from tests.test_pipeline_unit import choice, seeded
 
@@ -34,7 +41,9 @@ def test_every_subcommand_spells_quiet_the_same_and_json_where_promised() -> Non
     for name, parser in subcommands().items():
         options = {option for action in parser._actions for option in action.option_strings}
         assert "--quiet" in options, name
-        assert ("--json" in options) == (name in {"audit", "sync", "undo", "accept", "compare"}), name
+        assert ("--json" in options) == (name in {"audit", "sync", "undo", "accept", "compare", "explain"}), (
+            name
+        )
 
 
 @pytest.fixture
@@ -98,7 +107,7 @@ def test_sync_and_undo_json(fake_server, capsys) -> None:
 
 def test_audit_json_refuses_the_nightly_mode(capsys, tmp_path) -> None:
     assert main(["audit", "--config", str(tmp_path / "audit.toml"), "--json"]) == 2
-    assert "--json reports one audit" in capsys.readouterr().err
+    assert "--json reports one audit" in json.loads(capsys.readouterr().out)["error"]  # an error, as JSON
 
 
 def test_compare_json(capsys, tmp_path) -> None:
@@ -113,3 +122,143 @@ def test_compare_json(capsys, tmp_path) -> None:
     assert payload["methods"][0]["auroc_std"] is None  # one seed: no spread (NaN becomes null)
     assert payload["files"]["summary_csv"] == str(tmp_path / "comparison.csv")
     assert payload["files"]["plot_png"] == str(tmp_path / "comparison.png")
+
+
+# ------------------------------------------------------------------------------ help tells the truth
+
+
+def help_of(name: str) -> str:
+    return subcommands()[name].format_help()
+
+
+def option_actions(name: str) -> dict[str, argparse.Action]:
+    return {
+        action.option_strings[-1]: action
+        for action in subcommands()[name]._actions
+        if action.option_strings and action.help != argparse.SUPPRESS
+    }
+
+
+DEFAULT_CLAIM = re.compile(r"\(default: ([^()]*(?:\([^()]*\)[^()]*)*)\)")
+
+
+def test_every_audit_setting_flag_is_made_from_its_field() -> None:
+    """One source for a setting's flag: type, choices, default and help all come from the AuditSettings
+    field; the audit parser has a flag for every field, and reading the flags back gives the defaults."""
+    audit = {action.dest: action for action in subcommands()["audit"]._actions}
+    for item in dataclasses.fields(AuditSettings):
+        action = audit[item.name]
+        assert action.default == item.default, item.name
+        assert action.choices == item.metadata["choices"] or (
+            action.choices is None and item.metadata["choices"] is None
+        ), item.name
+        assert action.help.replace("%%", "%").startswith(item.metadata["help"]), item.name
+        assert f"(default: {setting_default_text(item.name)})" in action.help.replace("%%", "%"), item.name
+    args = build_parser().parse_args(["audit", "--project", "3"])
+    assert settings_from_args(args) == AuditSettings()  # the defaults printed are the defaults used
+    # nightly TOML keys are the same fields
+    from relabel.nightly import PROJECT_KEYS
+
+    assert set(AuditSettings.keys()) <= PROJECT_KEYS
+
+
+def test_every_default_printed_in_help_is_the_default_used() -> None:
+    """Each "(default: X)" in every subcommand's --help names the value the option really gets."""
+    checked = 0
+    settings_names = set(AuditSettings.keys())
+    for name in subcommands():
+        for flag, action in option_actions(name).items():
+            claims = DEFAULT_CLAIM.findall(" ".join((action.help or "").replace("%%", "%").split()))
+            if not claims:
+                continue
+            claim = claims[-1]
+            checked += 1
+            if action.dest in settings_names:
+                assert claim == setting_default_text(action.dest), (name, flag)
+                field_default = {f.name: f.default for f in dataclasses.fields(AuditSettings)}[action.dest]
+                assert action.default == field_default, (name, flag)
+            elif isinstance(action.default, bool) or action.default is None:
+                continue  # a switch, or a default described in words (checked below where it matters)
+            else:
+                default = action.default
+                used = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+                assert claim.split(";")[0].split(" ")[0] == used, (name, flag, claim)
+    assert checked >= 30
+
+
+def test_help_texts_state_what_happens() -> None:
+    from relabel.selection import DEFAULT_TOP_FRACTION, number_to_flag
+
+    audit = " ".join(help_of("audit").split())
+    assert "(default: project)" in audit and AuditSettings().queue == "project"
+    assert "as a view in project" not in audit and "normalised suspicion" not in audit
+    assert "score = the model's probability of it" in audit
+    assert "suggested label pre-filled" in audit and "current label pre-filled" not in audit
+    # --top-fraction's printed default is the share used when neither --top nor --top-fraction is given
+    assert f"(default: {DEFAULT_TOP_FRACTION} when --top is not given)" in audit
+    assert number_to_flag(1000, None, None) == math.ceil(DEFAULT_TOP_FRACTION * 1000)
+    undo = " ".join(help_of("undo").split())
+    assert "Annotations are never touched" not in undo
+    assert "the annotations `relabel accept` added" in undo
+    explain = option_actions("explain")
+    assert "--top" not in explain and "--per-side" in explain  # one meaning for --top: the N most suspicious
+    for name in ("audit", "rank"):
+        assert "most suspicious" in option_actions(name)["--top"].help
+    assert "10" in explain["--from"].help and "10" in explain["--per-side"].help  # --from's limit is stated
+    for name in ("explain", "compare", "rank"):
+        assert "TF-IDF features)" not in option_actions(name)["--text-column"].help
+    for name in ("audit", "sync", "undo", "accept", "explain"):
+        api_key = option_actions(name)["--api-key-file"].help
+        assert "default:" not in api_key and "read from $LABEL_STUDIO_API_KEY" in api_key
+    assert "--dry-run" in option_actions("accept")
+
+
+def test_explain_top_still_works_with_a_note(capsys) -> None:
+    assert main(["explain", "--dataset", "iris", "--item", "3", "--top", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "explain --top is deprecated; use --per-side" in captured.err
+    assert captured.out.count("\n  ") >= 4
+
+
+# ------------------------------------------------------------------------------ --json, errors too
+
+
+def test_explain_json_matches_the_text(capsys) -> None:
+    payload = run_json(capsys, ["explain", "--dataset", "iris", "--item", "70", "--per-side", "3", "--json"])
+    assert payload["command"] == "explain" and payload["item"] == 70 and payload["n_items"] == 150
+    assert len(payload["supports"]) == 3 and len(payload["opposes"]) == 3
+    assert all(row["influence"] > 0 for row in payload["supports"])
+    assert all(row["influence"] < 0 for row in payload["opposes"])
+    assert 1 <= payload["self_influence_rank"] <= 150 and payload["self_influence"] > 0
+    assert main(["explain", "--dataset", "iris", "--item", "70", "--per-side", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"rank {payload['self_influence_rank']} of 150" in text
+    for row in payload["supports"] + payload["opposes"]:
+        assert f"{row['influence']:+.6g}" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "--dataset", "iris", "--item", "99999", "--json"],  # a RelabelError
+        ["audit", "--project", "three", "--json"],  # an argparse usage error
+        ["accept", "--project", "3", "--tier", "nonsense", "--json"],
+        ["sync", "--project", "3", "--json"],  # no URL
+    ],
+)
+def test_errors_under_json_are_one_json_object(argv, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1, captured.out
+    payload = json.loads(lines[0])
+    assert payload["command"] == argv[0] and payload["exit_code"] == 2 and payload["error"]
+    assert "\n" not in payload["error"] and captured.err == ""
+    # the same error without --json: one line on stderr (argparse's usage error still exits 2)
+    if argv[0] in ("explain", "sync"):
+        assert main(argv[:-1]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("relabel: error: ")
+        assert payload["error"] in captured.err

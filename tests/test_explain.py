@@ -87,7 +87,7 @@ def test_explain_cli_prints_supporting_and_opposing_items(tmp_path, capsys) -> N
     code = run_subcommand(
         "relabel.commands.explain",
         ["explain", str(path), "--label-column", "label", "--id-column", "id", "--item", "item-011",
-         "--top", "2", "--l2", "0.05"],
+         "--per-side", "2", "--l2", "0.05"],
     )  # fmt: skip
     assert code == 0
     output = capsys.readouterr().out
@@ -135,7 +135,7 @@ def test_explain_cli_on_a_label_studio_task(label_studio, tmp_path, capsys) -> N
     code = run_subcommand(
         "relabel.commands.explain",
         ["explain", "--url", label_studio.url, "--project", str(project_id),
-         "--api-key-file", str(token_file), "--item", str(task_ids[0]), "--top", "3"],
+         "--api-key-file", str(token_file), "--item", str(task_ids[0]), "--per-side", "3"],
     )  # fmt: skip
     assert code == 0
     output = capsys.readouterr().out
@@ -184,7 +184,7 @@ def test_explain_from_an_audit_folder_does_not_fit(audit_folder, monkeypatch, ca
     table, scorer, ids = audit_folder["table"], audit_folder["scorer"], audit_folder["ids"]
     flagged = table.loc[table["flagged"], "task_id"].tolist()
     item = flagged[1]
-    code = main(["explain", "--from", str(audit_folder["folder"]), "--item", str(item), "--top", "3"])
+    code = main(["explain", "--from", str(audit_folder["folder"]), "--item", str(item), "--per-side", "3"])
     output = capsys.readouterr().out
     assert code == 0, output
     row = table[table["task_id"] == item].iloc[0]

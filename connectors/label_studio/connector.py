@@ -18,7 +18,13 @@ from connectors.label_studio.ledger import Ledger
 from connectors.label_studio.owned import OwnedPredictions, owned_review_project, owned_view
 from connectors.label_studio.pull import PulledProject, PullMethod, pull_project
 from connectors.label_studio.push import ReviewQueue
-from connectors.label_studio.queue_plan import AcceptResult, PushResult, SyncResult, UndoResult
+from connectors.label_studio.queue_plan import (
+    AcceptPreview,
+    AcceptResult,
+    PushResult,
+    SyncResult,
+    UndoResult,
+)
 from relabel.dataset import FlaggedItem, LabeledDataset
 
 DEFAULT_LEASE_WAIT_SECONDS = 60.0
@@ -107,6 +113,10 @@ class LabelStudioConnector:
         """Accept the suggestions of one tier in bulk as new annotations (see :func:`review.accept`)."""
         with self.lease(project_id, "accept"):
             return review.accept(self.client, self.ledger, project_id, tier, confirm, control=control)
+
+    def accept_preview(self, project_id: int, tiers: Sequence[str]) -> AcceptPreview:
+        """What :meth:`accept` would accept, per tier (see :func:`review.accept_preview`); writes nothing."""
+        return review.accept_preview(self.client, self.ledger, project_id, tiers)
 
     def pending_in_tier(self, project_id: int, tier: str) -> int:
         """How many untouched review tasks of ``tier`` the project's review queue holds."""

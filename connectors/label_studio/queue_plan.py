@@ -193,21 +193,59 @@ class SyncResult:
 
 @dataclass
 class AcceptResult:
-    """What ``relabel accept`` did: the tier and the suggestions accepted as new annotations (task ids)."""
+    """What ``relabel accept`` did: the tier, the suggestions accepted as new annotations (task ids), and,
+    when nothing was accepted, why (``pending``: untouched review tasks of the tier; ``declined``: the
+    confirmation was answered no)."""
 
     source_project_id: int
     review_project_id: int
     tier: str
     accepted_task_ids: list[int] = field(default_factory=list)
+    pending: int = 0
+    declined: bool = False
 
     def summary(self) -> str:
         """One human-readable line."""
+        if self.declined:
+            return (
+                f"nothing accepted: the {self.pending} suggestions of tier {self.tier!r} stay in review "
+                f"project {self.review_project_id}'s queue"
+            )
+        if not self.accepted_task_ids:
+            return (
+                f"nothing accepted: review project {self.review_project_id} holds no untouched task of tier "
+                f"{self.tier!r}"
+            )
         return (
             f"project {self.source_project_id}: accepted the model's suggestion for "
             f"{len(self.accepted_task_ids)} tasks of tier {self.tier!r} as new annotations (region ids "
             f"{ACCEPT_REGION_PREFIX}…; `relabel undo` removes them); they left review project "
             f"{self.review_project_id}'s queue"
         )
+
+
+@dataclass
+class AcceptPreview:
+    """What ``relabel accept --dry-run`` would accept: per tier, the untouched review tasks (source task
+    id, current label, suggested label), in rank order. Nothing is written to make it."""
+
+    source_project_id: int
+    review_project_id: int
+    tiers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def summary(self, tier: str | None = None) -> str:
+        """A count line per tier, then the items of ``tier`` (all tiers' when None), one line each."""
+        lines = [
+            f"dry run: nothing written. Review project {self.review_project_id}, untouched tasks per tier:"
+        ]
+        lines += [f"  {name}: {len(items)} would be accepted" for name, items in self.tiers.items()]
+        for name, items in self.tiers.items():
+            if tier is not None and name != tier:
+                continue
+            if items:
+                lines.append(f"{name}: source task, current label → suggested label")
+            lines += [f"  {item['source_task']}  {item['current']} → {item['suggested']}" for item in items]
+        return "\n".join(lines)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from connectors.label_studio.config import ClassificationTarget, parse_labeling_
 from connectors.label_studio.ledger import Ledger
 from connectors.label_studio.owned import OwnedPredictions, lookalikes, owned_review_project, owned_view
 from connectors.label_studio.push import run_each
-from connectors.label_studio.queue_plan import AcceptResult, SyncResult, UndoResult
+from connectors.label_studio.queue_plan import AcceptPreview, AcceptResult, SyncResult, UndoResult
 from relabel.errors import ConnectorError, RelabelError
 
 
@@ -143,15 +143,42 @@ def unsynced_decisions(client: LabelStudioClient, source_project_id: int, review
     return sum(1 for regions in reviewed.values() if not regions & synced)
 
 
+def _untouched(task: dict[str, Any]) -> bool:
+    """Whether nobody has touched a review task yet (no annotation, no draft)."""
+    return not task.get("annotations") and not task.get("drafts")
+
+
 def pending_in_tier(client: LabelStudioClient, review_id: int, tier: str) -> list[dict[str, Any]]:
     """The review tasks of ``tier`` that nobody has touched yet (no annotation, no draft)."""
     return [
         task
         for task in client.export_tasks(review_id)
-        if (task.get("data") or {}).get("relabel_tier") == tier
-        and not task.get("annotations")
-        and not task.get("drafts")
+        if (task.get("data") or {}).get("relabel_tier") == tier and _untouched(task)
     ]
+
+
+def accept_preview(
+    client: LabelStudioClient, ledger: Ledger, source_project_id: int, tiers: Sequence[str]
+) -> AcceptPreview:
+    """What :func:`accept` would accept for each of ``tiers`` (the untouched review tasks, in rank order:
+    source task, current and suggested label). Reads only; writes nothing, takes no lease."""
+    review_id = _review_project_or_fail(client, ledger, source_project_id)
+    preview = AcceptPreview(int(source_project_id), review_id, {tier: [] for tier in tiers})
+    for task in client.export_tasks(review_id):
+        data = task.get("data") or {}
+        if data.get("relabel_tier") in preview.tiers and _untouched(task):
+            preview.tiers[data["relabel_tier"]].append(
+                {
+                    "review_task": int(task["id"]),
+                    "source_task": data.get("relabel_source_task"),
+                    "rank": data.get("relabel_rank"),
+                    "current": data.get("relabel_current"),
+                    "suggested": data.get("relabel_suggested"),
+                }
+            )
+    for items in preview.tiers.values():
+        items.sort(key=lambda item: (item["rank"] is None, item["rank"] or 0, item["review_task"]))
+    return preview
 
 
 def accept(
@@ -168,9 +195,12 @@ def accept(
     ledger (so ``undo`` removes exactly these), and the review task leaves the queue. Nothing happens unless
     ``confirm(number of tasks)`` returns True. Existing annotations are never changed."""
     review_id = _review_project_or_fail(client, ledger, source_project_id)
-    result = AcceptResult(int(source_project_id), review_id, tier)
     tasks = pending_in_tier(client, review_id, tier)
-    if not tasks or not confirm(len(tasks)):
+    result = AcceptResult(int(source_project_id), review_id, tier, pending=len(tasks))
+    if not tasks:
+        return result
+    if not confirm(len(tasks)):
+        result.declined = True
         return result
     target = _target(client, source_project_id, control)
     entry = ledger.add(source_project_id, "accepted", annotation_ids=[])

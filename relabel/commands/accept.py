@@ -22,6 +22,8 @@ ACCEPT_EPILOG = (
     """
 examples:
   relabel audit --project 3                         # the review project, items tiered
+  relabel accept --project 3 --dry-run              # per tier: how many would be accepted; writes nothing
+  relabel accept --project 3 --tier "likely error" --dry-run   # ... and that tier's items
   relabel accept --project 3 --tier "likely error"  # asks for confirmation first
   relabel accept --project 3 --tier "likely error" --yes   # for scripts
 
@@ -48,9 +50,17 @@ def register(subparsers: Any) -> None:
     )
     add_connection_options(parser)
     parser.add_argument(
-        "--tier", required=True, choices=TIERS, help="the triage tier whose suggestions to accept"
+        "--tier",
+        choices=TIERS,
+        help="the triage tier whose suggestions to accept (required unless --dry-run)",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write nothing: print how many suggestions each tier would accept (and --tier's items: source "
+        "task, current → suggested label)",
+    )
     add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
@@ -71,17 +81,29 @@ def confirmation(args: argparse.Namespace) -> Any:
             f"Accept the model's suggestion for {count} tasks of tier {args.tier!r} in project "
             f"{args.project} as new annotations? [y/N] "
         )
-        return input(question).strip().lower() in ("y", "yes")
+        print(question, end="", file=sys.stderr, flush=True)  # stdout holds only the result (--json)
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
 
     return confirm
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``relabel accept``; returns the exit code."""
+    if args.tier is None and not args.dry_run:
+        raise InputError(
+            f"name the tier to accept with --tier ({', '.join(TIERS)}), or preview with --dry-run"
+        )
     connector = connector_from_args(args)
+    if args.dry_run:
+        preview = connector.accept_preview(args.project, TIERS)
+        if args.json:
+            print_json({"command": "accept", "dry_run": True, "tier": args.tier, **asdict(preview)})
+        else:
+            print(preview.summary(args.tier))
+        return 0
     result = connector.accept(args.project, args.tier, confirmation(args), control=args.control)
     if args.json:
-        print_json({"command": "accept", **asdict(result)})
+        print_json({"command": "accept", "dry_run": False, **asdict(result)})
     else:
         print(result.summary())
     return 0

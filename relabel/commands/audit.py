@@ -15,30 +15,36 @@ from relabel.commands.options import (
     add_json_option,
     add_model_options,
     add_progress_options,
+    add_setting,
     connector_from_args,
     print_json,
+    settings_from_args,
     show_progress,
 )
 from relabel.errors import RelabelError
-from relabel.settings import QUEUE_MODES, AuditSettings
+
+__all__ = ["register", "run", "settings_from_args", "write_report"]
 
 AUDIT_EPILOG = (
     """
 examples:
   export LABEL_STUDIO_URL=http://localhost:8080
   export LABEL_STUDIO_API_KEY=...                      # or: --api-key-file ~/.config/ls-token
-  relabel audit --project 3                            # top 5 % by self-influence, as a view in project 3
-  relabel audit --project 3 --top 200 --queue project  # a separate review project, in rank order
+  relabel audit --project 3                            # top 5 % by self-influence, as a review project
+  relabel audit --project 3 --top 200 --queue view     # 200 tasks, as a tab in project 3 itself
   relabel audit --project 3 --model cnn --top-fraction 0.1 --report reports/p3
   relabel audit --project 3 --method loss              # the baseline ranking, for comparison
 
 what it writes (re-running updates it; nothing is duplicated, no annotation is ever changed):
+  --queue project  (default) a project "<title> — relabel review" with copies of the flagged tasks in
+                   rank order (Sequential sampling), the model's suggested label pre-filled: submit to
+                   accept it or pick another; then `relabel sync --project ID` copies the decisions back
+                   as new annotations.
   --queue view     in the project: one prediction per flagged task (model_version relabel-<method>,
-                   score = normalised suspicion, result = the model's suggested label) and a Data
-                   Manager tab "relabel: review queue" showing only the flagged tasks.
-  --queue project  a project "<title> — relabel review" with copies of the flagged tasks in rank
-                   order (Sequential sampling), the current label pre-filled; after review run
-                   `relabel sync --project ID` to copy the decisions back as new annotations.
+                   result = the model's suggested label, score = the model's probability of it,
+                   mislabeling = the task's suspicion as the share of tasks scoring lower, 1 = most
+                   suspicious) and a Data Manager tab "relabel: review queue" showing only the flagged
+                   tasks.
   `relabel undo --project ID` removes all of it again.
 """
     + CONNECTION_HELP
@@ -69,60 +75,25 @@ def register(subparsers: Any) -> None:
     )
     add_model_options(parser)
     how_many = parser.add_argument_group("how many to flag").add_mutually_exclusive_group()
-    how_many.add_argument("--top", type=int, metavar="N", help="flag the N most suspicious tasks")
-    how_many.add_argument(
-        "--top-fraction",
-        type=float,
-        metavar="F",
-        help="flag this share of the labeled tasks, e.g. 0.1 (default: 0.05, at least one task)",
-    )
+    add_setting(how_many, "top")
+    add_setting(how_many, "top_fraction")
     output = parser.add_argument_group("output")
-    output.add_argument(
-        "--queue",
-        choices=QUEUE_MODES,
-        default="project",
-        help="project: a review project in rank order, the suggestion pre-filled (default); view: "
-        "predictions + a Data Manager tab in the project itself",
-    )
+    add_setting(output, "queue")
     output.add_argument(
         "--report",
         type=Path,
         metavar="DIR",
-        help="also write DIR/report.html, DIR/ranking.csv and DIR/ranking.parquet",
+        help="also write DIR/report.html, DIR/ranking.csv, DIR/ranking.parquet and what "
+        "`relabel explain --from DIR` reads (explain.parquet, audit.json)",
     )
     output.add_argument(
         "--dry-run", action="store_true", help="rank and report, but write nothing to Label Studio"
     )
-    output.add_argument(
-        "--no-mislabeling-field",
-        action="store_true",
-        help=(
-            "view mode: do not write each prediction's `mislabeling` field (Label Studio sets it one "
-            "prediction per request, ≈0.15 s each on a local server; `score` holds the same number)"
-        ),
-    )
+    add_setting(output, "explain_top")
+    add_setting(output, "write_mislabeling")
     add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
-
-
-def settings_from_args(args: argparse.Namespace) -> AuditSettings:
-    """The :class:`AuditSettings` the flags describe (validated there, once)."""
-    return AuditSettings(
-        model=args.model,
-        method=args.method,
-        top=args.top,
-        top_fraction=args.top_fraction,
-        queue=args.queue,
-        control=args.control,
-        image_size=args.image_size,
-        l2=args.l2,
-        seed=args.seed,
-        write_mislabeling=not args.no_mislabeling_field,
-        features=args.features,
-        device=args.device,
-        influence_parameters=args.influence_parameters,
-    )
 
 
 def run(args: argparse.Namespace) -> int:

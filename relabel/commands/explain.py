@@ -21,10 +21,13 @@ import numpy as np
 import pandas as pd
 
 from relabel.errors import InputError
+from relabel.report import ARCHIVE_TOP
+
+PER_SIDE_DEFAULT = 5  # supporting and opposing items listed by `relabel explain`
 
 EPILOG = """
 examples:
-  relabel explain data.csv --label-column label --id-column id --item 1042 --top 5
+  relabel explain data.csv --label-column label --id-column id --item 1042 --per-side 5
   relabel explain --dataset digits --item 17
   relabel explain --url http://localhost:8080 --project 3 --item 5123        # ITEM = task id
   relabel explain --from reports/p3 --item 5123      # from `relabel audit --report reports/p3`, no refit
@@ -38,7 +41,7 @@ items the audit flagged too; Label Studio tasks come with their link.
 def register(subparsers: Any) -> None:
     """Add the ``explain`` subcommand."""
     from relabel.commands.data_source import add_data_source_options
-    from relabel.commands.options import add_model_options, add_progress_options
+    from relabel.commands.options import add_json_option, add_model_options, add_progress_options
 
     parser = subparsers.add_parser(
         "explain",
@@ -56,15 +59,25 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--item", required=True, help="the item's id (file: its --id-column value or row number; LS: task id)"
     )
-    parser.add_argument("--top", type=int, default=5, help="items to show on each side (default 5)")
+    parser.add_argument(
+        "--per-side",
+        type=int,
+        default=PER_SIDE_DEFAULT,
+        metavar="N",
+        help=f"training items to show on each side, supporting and opposing (default: {PER_SIDE_DEFAULT}; "
+        f"with --from at most the {ARCHIVE_TOP} per side an audit keeps)",
+    )
+    parser.add_argument("--top", type=int, dest="old_top", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--from",
         dest="from_dir",
         type=Path,
         metavar="DIR",
         help="answer from an audit's report folder (relabel audit --report DIR) without refitting; "
-        "covers the items that audit flagged",
+        f"covers the items that audit flagged, with the {ARCHIVE_TOP} strongest supporting and opposing "
+        "items it kept for each",
     )
+    add_json_option(parser)
     add_progress_options(parser)
     parser.set_defaults(func=run)
 
@@ -148,10 +161,59 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def explain_from_report(report_dir: Path, item: str, top: int) -> str:
-    """``relabel explain --from DIR``: the explanation of one flagged item, read from the audit's report
-    folder (no fit). InputError when the item is unknown or was not flagged by that audit."""
-    from relabel.report import read_explain_archive
+def explanation_json(
+    item: Any,
+    given_label: str,
+    predicted_label: str,
+    predicted_probability: float,
+    self_influence: float,
+    self_influence_rank: int | None,
+    n_items: int,
+    explanation: pd.DataFrame,
+    *,
+    flagged: Collection[Any] | None = None,
+    task_url: str | None = None,
+    notes: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """``relabel explain --json``: what :func:`format_explanation` prints, as one JSON object (the same
+    arguments). ``supports``/``opposes``: lists of {id, label, influence, flagged, url}, strongest first."""
+    flagged_ids = {_plain(value) for value in flagged} if flagged is not None else set()
+
+    def side(role: str) -> list[dict[str, Any]]:
+        rows = explanation[explanation["role"] == role]
+        return [
+            {
+                "id": _plain(row.id),
+                "label": str(row.label),
+                "influence": float(row.influence),
+                "flagged": _plain(row.id) in flagged_ids if flagged is not None else None,
+                "url": task_url.format(task_id=row.id) if task_url else None,
+            }
+            for row in rows.itertuples()
+        ]
+
+    return {
+        "command": "explain",
+        "item": _plain(item),
+        "given_label": given_label,
+        "predicted_label": predicted_label,
+        "predicted_probability": float(predicted_probability),
+        "self_influence": float(self_influence),
+        "self_influence_rank": self_influence_rank,
+        "n_items": int(n_items),
+        "url": task_url.format(task_id=item) if task_url else None,
+        "supports": side("supports"),
+        "opposes": side("opposes"),
+        "notes": list(notes),
+    }
+
+
+def explain_from_report(report_dir: Path, item: str, per_side: int) -> dict[str, Any]:
+    """``relabel explain --from DIR``: the arguments of :func:`format_explanation` for one flagged item,
+    read from the audit's report folder (no fit). InputError when the item is unknown or was not flagged by
+    that audit. Notes say when ``per_side`` asks for more than the audit kept, and when a ``relabel sync``
+    ran after the audit (:func:`relabel.report.stale_note`)."""
+    from relabel.report import read_explain_archive, stale_note
 
     facts, archive, ranking = read_explain_archive(report_dir)
     ids = ranking["task_id"].to_numpy()
@@ -165,7 +227,10 @@ def explain_from_report(report_dir: Path, item: str, top: int) -> str:
             "Explain it by refitting: drop --from and name the project (--url, --project) or the file"
         )
     table = pd.concat(
-        [stored[stored["role"] == role].sort_values("position").head(top) for role in ("supports", "opposes")]
+        [
+            stored[stored["role"] == role].sort_values("position").head(per_side)
+            for role in ("supports", "opposes")
+        ]
     )
     method = facts.get("method", "self_influence")
     score = float(row["self_influence"]) if "self_influence" in row.index else float("nan")
@@ -181,41 +246,39 @@ def explain_from_report(report_dir: Path, item: str, top: int) -> str:
             + (f"; ranked {int(row['rank'])} by {method}" if method != "self_influence" else "")
         )
     stored_top = int(stored.groupby("role").size().max())
-    if top > stored_top:
-        notes.append(f"(the audit kept {stored_top} supporting and opposing items per flagged item)")
+    if per_side > stored_top:
+        notes.append(
+            f"(--per-side {per_side} asks for more than the audit kept: {stored_top} supporting and opposing "
+            "items per flagged item; drop --from to refit and list more)"
+        )
     notes.append(f"(from the audit report in {report_dir}, {facts.get('generated', '')}: no refit)")
-    return format_explanation(
-        item_id,
-        str(row["current_label"]),
-        str(row["suggested_label"]),
-        float(row["predicted_probability"]),
-        score,
-        rank,
-        len(ranking),
-        table,
-        flagged=set(_plain(value) for value in ranking.loc[ranking["flagged"].astype(bool), "task_id"]),
-        task_url=facts.get("task_url"),
-        notes=tuple(notes),
-    )
+    stale = stale_note(report_dir)
+    if stale:
+        notes.append(f"warning: {stale}")
+    return {
+        "item": item_id,
+        "given_label": str(row["current_label"]),
+        "predicted_label": str(row["suggested_label"]),
+        "predicted_probability": float(row["predicted_probability"]),
+        "self_influence": score,
+        "self_influence_rank": rank,
+        "n_items": len(ranking),
+        "explanation": table,
+        "flagged": set(_plain(value) for value in ranking.loc[ranking["flagged"].astype(bool), "task_id"]),
+        "task_url": facts.get("task_url"),
+        "notes": tuple(notes),
+    }
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``relabel explain``; prints the explanation."""
+def explain_by_refitting(args: argparse.Namespace, per_side: int) -> dict[str, Any]:
+    """The arguments of :func:`format_explanation` for ``--item``, from a model fitted here to the items
+    ``args`` name (a file, ``--dataset`` or ``--project``)."""
     from relabel.commands.data_source import load_items
     from relabel.commands.options import show_progress
     from relabel.report import explanations_for, task_url_template
     from relabel.scorer import SuspicionScorer
     from relabel.selection import suspicion_ranks
 
-    if args.top < 1:
-        raise InputError(f"--top must be at least 1; got {args.top}")
-    if args.from_dir is not None:
-        if args.data is not None or args.dataset is not None or args.project is not None:
-            raise InputError(
-                "--from DIR explains from an audit's report folder: give no file, --dataset or --project"
-            )
-        print(explain_from_report(args.from_dir, str(args.item), args.top))
-        return 0
     items = load_items(args, model=args.model)
     ids = np.asarray(items.dataset.ids)
     classes = [str(name) for name in items.dataset.classes]
@@ -239,21 +302,58 @@ def run(args: argparse.Namespace) -> int:
         gradient = scorer.solver.gradients.per_example_gradients(np.array([position]))
         item_self_influence = float(scorer.solver.self_influence_of(gradient)[0])
         item_rank = None
-    explanation = explanations_for(scorer, ids, [position], top=args.top)
+    explanation = explanations_for(scorer, ids, [position], top=per_side)
     table = next(iter(explanation.values()))
     table["label"] = [classes[int(index)] for index in table["label"]]
     predicted = int(scorer.probabilities[position].argmax())
-    print(
-        format_explanation(
-            ids[position],
-            classes[int(items.y[position])],
-            classes[predicted],
-            float(scorer.probabilities[position, predicted]),
-            item_self_influence,
-            item_rank,
-            len(ids),
-            table,
-            task_url=task_url_template(items.dataset.source),
-        )
-    )
+    return {
+        "item": ids[position],
+        "given_label": classes[int(items.y[position])],
+        "predicted_label": classes[predicted],
+        "predicted_probability": float(scorer.probabilities[position, predicted]),
+        "self_influence": item_self_influence,
+        "self_influence_rank": item_rank,
+        "n_items": len(ids),
+        "explanation": table,
+        "task_url": task_url_template(items.dataset.source),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``relabel explain``; prints the explanation (text, or one JSON object with ``--json``)."""
+    import sys
+
+    from relabel.commands.options import print_json
+
+    per_side = args.per_side
+    if args.old_top is not None:
+        print("relabel: note: explain --top is deprecated; use --per-side", file=sys.stderr)
+        per_side = args.old_top
+    if per_side < 1:
+        raise InputError(f"--per-side must be at least 1; got {per_side}")
+    if args.from_dir is not None:
+        if args.data is not None or args.dataset is not None or args.project is not None:
+            raise InputError(
+                "--from DIR explains from an audit's report folder: give no file, --dataset or --project"
+            )
+        parts = explain_from_report(args.from_dir, str(args.item), per_side)
+    else:
+        parts = explain_by_refitting(args, per_side)
+    positional = [parts.pop(name) for name in EXPLANATION_ARGUMENTS]
+    if args.json:
+        print_json(explanation_json(*positional, **parts))
+    else:
+        print(format_explanation(*positional, **parts))
     return 0
+
+
+EXPLANATION_ARGUMENTS = (
+    "item",
+    "given_label",
+    "predicted_label",
+    "predicted_probability",
+    "self_influence",
+    "self_influence_rank",
+    "n_items",
+    "explanation",
+)

