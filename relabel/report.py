@@ -59,6 +59,14 @@ EXPLAIN_ARCHIVE = "explain.parquet"
 AUDIT_JSON = "audit.json"
 ARCHIVE_FORMAT = 1
 TASK_LINK = "{url}/projects/{project_id}/data?task={{task_id}}"
+SYNC_JSON = "sync.json"  # the last `relabel sync --report DIR` recorded into this folder
+SYNC_ELEMENT_ID = "relabel-sync"  # report.html's JSON block that record_sync fills in
+TOP_LINK = '<a class="top" href="#top">top ↑</a>'
+STALE_BLOCK = (
+    '<div class="stale" id="stale" hidden>This report is older than the last <code>relabel sync</code> '
+    '(<span id="stale-synced"></span>; this audit: <span id="stale-generated"></span>): reviewers\' '
+    "decisions since the audit are not in it. Run the audit again for a current list.</div>\n"
+)
 
 
 def _plain(value: Any) -> Any:
@@ -158,7 +166,9 @@ border-radius:4px;padding:1px 5px;white-space:nowrap}
 .filters{background:#f5f6f8;border-radius:6px;padding:8px 12px;margin:10px 0;font-size:13px}
 .filters label{margin-right:16px} table.small td,table.small th{padding:3px 8px}
 button.pair{font-size:12px;border:1px solid #ccd;background:#fff;border-radius:4px;cursor:pointer}
-a{color:#1a55b8}
+a{color:#1a55b8} nav.jump{margin:8px 0 4px;font-size:14px} a.top{font-size:12px;font-weight:normal}
+.stale{background:#fff3cd;border:1px solid #e0c36a;color:#5c4500;border-radius:6px;padding:8px 12px;
+margin:10px 0;font-size:14px;max-width:900px}
 """
 
 
@@ -252,6 +262,7 @@ def write_report(
     task_url: str | None = None,
     estimate: Any = None,
     explain_top: int | None = None,
+    generated: datetime | None = None,
 ) -> dict[str, Path]:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``report.html`` into ``report_dir``; returns the paths.
 
@@ -270,9 +281,15 @@ def write_report(
     ``http://ls:8080/projects/3/data?task={task_id}``), or None for no links. ``estimate``: a
     :class:`relabel.triage.ErrorEstimate` for the per-class error estimate (else the ``estimated_error``
     column is counted, when present). The HTML table shows the flagged items up to ``max_rows``.
+    ``generated``: when the audit ran (UTC; default now): shown, and compared by the page with the time of
+    the last ``relabel sync`` recorded into it (:func:`record_sync`) for the stale warning.
+
+    Page order: the summary cards, jump links, the stale warning (hidden until a later sync is recorded),
+    the flagged items (filters, then the table), the per-class summary, the score plots.
     """
     from relabel.output import private_folder, write_private_text
 
+    generated = generated or datetime.now(UTC)
     directory = private_folder(report_dir, "report folder")
     ranking = _ranked(ranking, method, id_column)
     if n_flagged is None:
@@ -282,39 +299,42 @@ def write_report(
     score_columns = [column for column in SCORE_COLUMNS if column in ranking.columns]
     figures = _report_figures(ranking, n_flagged, score_columns, plots, score_plot)
     shown = _shown_rows(ranking, n_flagged, max_rows)
-    flagged_ids = _flagged_ids(ranking, shown, id_column)
     triaged = "tier" in shown.columns
+    flagged_ids = _flagged_ids(ranking, shown, id_column)
     rows_html = [
-        _table_row(
-            row,
-            ranking,
-            score_columns,
-            id_column,
-            previews or {},
-            explanations or {},
-            flagged_ids,
-            task_url=task_url,
-            explain_top=explain_top,
-            triaged=triaged,
-        )
+        _table_row(row, ranking, score_columns, id_column, previews or {}, explanations or {}, flagged_ids,
+                   task_url=task_url, explain_top=explain_top, triaged=triaged)
         for _, row in shown.iterrows()
-    ]
-    cards = _summary_cards(ranking, shown, n_flagged, method, estimate, summary)
-    page = (
-        _page_head(title)
-        + _summary_block(title, cards)
-        + _class_block(shown, ranking, estimate)
-        + _plot_block(figures)
-        + _table_block(
+    ]  # fmt: skip
+    n_listed = _count_flagged(ranking, n_flagged)
+    sections = (
+        _summary_block(
+            title, _summary_cards(ranking, shown, n_flagged, method, estimate, summary), generated
+        ),
+        _jump_links(n_listed, bool(figures)),
+        STALE_BLOCK,
+        _table_block(
             _header_cells(score_columns, triaged),
             rows_html,
-            _filter_block(shown, triaged) + _truncation_note(len(shown), _count_flagged(ranking, n_flagged)),
-        )
+            _filter_block(shown, triaged) + _truncation_note(len(shown), n_listed),
+        ),
+        _class_block(shown, ranking, estimate),
+        _plot_block(figures),
+    )
+    write_private_text(paths["report_html"], _page(title, generated, sections))
+    return paths
+
+
+def _page(title: str, generated: datetime, sections: Sequence[str]) -> str:
+    """The whole HTML page: head, ``sections`` in order, the (empty) last-sync JSON block that
+    :func:`record_sync` fills in, and the page's script."""
+    return (
+        _page_head(title, generated)
+        + "".join(sections)
+        + f'<script id="{SYNC_ELEMENT_ID}" type="application/json">null</script>\n'
         + f"<script>{SCRIPT}</script>\n"
         + "</body></html>\n"
     )
-    write_private_text(paths["report_html"], page)
-    return paths
 
 
 def _summary_cards(
@@ -593,7 +613,8 @@ def _class_block(shown: pd.DataFrame, ranking: pd.DataFrame, estimate: Any = Non
         else ""
     )
     return (
-        "<h2>By class</h2>\n<div style='display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start'>"
+        f'<h2 id="by-class">By class {TOP_LINK}</h2>\n'
+        "<div style='display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start'>"
         f"<div>{per_class}{note}</div><div><b>Given → suggested among the flagged items</b>{confusions}</div>"
         "</div>\n"
     )
@@ -640,6 +661,18 @@ def _filter_block(shown: pd.DataFrame, triaged: bool) -> str:
 
 SCRIPT = """
 (function () {
+  var meta = document.querySelector('meta[name="relabel-generated"]');
+  var block = document.getElementById('relabel-sync'), stale = document.getElementById('stale');
+  var sync = null;
+  try { sync = block ? JSON.parse(block.textContent) : null; } catch (error) { sync = null; }
+  if (meta && sync && sync.synced_at && stale &&
+      Date.parse(sync.synced_at) > Date.parse(meta.getAttribute('content'))) {
+    document.getElementById('stale-synced').textContent = 'synced ' + sync.synced_at;
+    document.getElementById('stale-generated').textContent = meta.getAttribute('content');
+    stale.hidden = false;
+  }
+})();
+(function () {
   var rows = Array.prototype.slice.call(document.querySelectorAll('#flagged tbody tr'));
   var tier = document.getElementById('filter-tier'), pair = document.getElementById('filter-pair');
   var supported = document.getElementById('filter-supported');
@@ -672,18 +705,33 @@ SCRIPT = """
 """
 
 
-def _page_head(title: str) -> str:
-    """``<!DOCTYPE html>`` through ``<body>``: the escaped title and the inline CSS (no external assets)."""
+def _page_head(title: str, generated: datetime) -> str:
+    """``<!DOCTYPE html>`` through ``<body>``: the escaped title, the audit time (``relabel-generated``,
+    ISO 8601 UTC, read by the stale check) and the inline CSS (no external assets)."""
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-        f"<style>{CSS}</style></head><body>\n"
+        f'<meta name="relabel-generated" content="{_iso(generated)}">\n'
+        f'<style>{CSS}</style></head><body id="top">\n'
     )
 
 
-def _summary_block(title: str, cards: Mapping[str, Any]) -> str:
+def _iso(moment: datetime) -> str:
+    """``moment`` in UTC as ISO 8601 to the second (``2026-12-02T15:42:08+00:00``)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _jump_links(n_listed: int, has_plots: bool) -> str:
+    """The links to the page's sections (the flagged items first)."""
+    links = [f'<a href="#flagged-items">Flagged items ({n_listed})</a>', '<a href="#by-class">By class</a>']
+    if has_plots:
+        links.append('<a href="#scores">Scores</a>')
+    return f'<nav class="jump" id="jump">Jump to: {" · ".join(links)}</nav>\n'
+
+
+def _summary_block(title: str, cards: Mapping[str, Any], generated_at: datetime) -> str:
     """The heading, the generation time (UTC, to the minute) and one card per key → value fact."""
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    generated = generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cards_html = "".join(
         f"<div class='card'><b>{html.escape(str(value))}</b><span>{html.escape(str(key))}</span></div>"
         for key, value in cards.items()
@@ -703,7 +751,9 @@ def _plot_block(figures: Sequence[tuple[str, bytes]]) -> str:
         f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
         for caption, png in figures
     )
-    return f"<h2>Scores</h2>{figures_html}\n"
+    if not figures:
+        return ""
+    return f'<h2 id="scores">Scores {TOP_LINK}</h2>{figures_html}\n'
 
 
 TABLE_NOTE = """\
@@ -723,7 +773,7 @@ items that are themselves flagged (⚑) is a likely error.</p>
 def _table_block(header_cells: Sequence[str], rows_html: Sequence[str], filters: str = "") -> str:
     """The "Flagged items" section: how to read the table (``TABLE_NOTE``), the filters, then the table."""
     return (
-        "<h2>Flagged items, most suspicious first</h2>\n"
+        f'<h2 id="flagged-items">Flagged items, most suspicious first {TOP_LINK}</h2>\n'
         + TABLE_NOTE
         + filters
         + '<table id="flagged"><thead><tr>'
@@ -774,6 +824,7 @@ def write_audit_report(
     """
     from relabel.triage import triage_audit
 
+    generated = datetime.now(UTC)
     if triage is None:
         triage = triage_audit(ranking, dataset, scorer, explain_top=max(explain_top, ARCHIVE_TOP))
     ids = np.asarray(dataset.ids)
@@ -814,9 +865,12 @@ def write_audit_report(
         task_url=task_url,
         estimate=triage.estimate,
         explain_top=explain_top,
+        generated=generated,
     )
     paths.update(
-        write_explain_archive(report_dir, triage, source=source, method=method, classes=dataset.classes)
+        write_explain_archive(
+            report_dir, triage, source=source, method=method, classes=dataset.classes, generated=generated
+        )
     )
     return paths
 
@@ -828,9 +882,11 @@ def write_explain_archive(
     source: Mapping[str, Any] | None,
     method: str,
     classes: Sequence[Any],
+    generated: datetime | None = None,
 ) -> dict[str, Path]:
     """Write ``explain.parquet`` (each flagged item's strongest supporters/opposers) and ``audit.json``
-    (module docstring); returns {"explain": path, "audit_json": path}."""
+    (module docstring; ``generated``: the audit's time, default now); returns {"explain": path,
+    "audit_json": path}."""
     from relabel.output import write_parquet, write_private_text
 
     directory = Path(report_dir)
@@ -850,7 +906,7 @@ def write_explain_archive(
     source = dict(source or {})
     facts = {
         "format": ARCHIVE_FORMAT,
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated": _iso(generated or datetime.now(UTC)),
         "source": {key: _plain(value) for key, value in source.items() if _json_scalar(value)},
         "task_url": task_url_template(source),
         "method": method,
@@ -888,3 +944,75 @@ def read_explain_archive(report_dir: str | Path) -> tuple[dict[str, Any], pd.Dat
             f"{directory / AUDIT_JSON} was written by a newer relabel (format {facts['format']})"
         )
     return facts, pd.read_parquet(directory / EXPLAIN_ARCHIVE), pd.read_parquet(directory / "ranking.parquet")
+
+
+def record_sync(report_dir: str | Path, sync: Mapping[str, Any]) -> Path:
+    """Record a ``relabel sync`` in an audit's report folder, so the report can tell it is stale.
+
+    ``sync``: the sync's facts (``synced_at``, ISO 8601 UTC, and its counts); written to ``DIR/sync.json``
+    (read by ``relabel explain --from``, :func:`stale_note`) and into ``report.html``'s JSON block
+    ``<script id="relabel-sync">``, whose few lines of script compare it with the page's own audit time
+    (``<meta name="relabel-generated">``) and show the stale warning when the sync came later: the page stays
+    one static file (it can be mailed and still shows the warning) and loads nothing. InputError when the
+    folder holds no report of a Label Studio audit of ``sync["source_project_id"]``.
+    """
+    from relabel.errors import InputError
+    from relabel.output import write_private_text
+
+    directory = check_sync_report(report_dir, sync.get("source_project_id"))
+    page_path = directory / "report.html"
+    payload = json.dumps(dict(sync), default=str, sort_keys=True)
+    page = page_path.read_text(encoding="utf-8")
+    start = page.rfind(f'<script id="{SYNC_ELEMENT_ID}" type="application/json">')
+    if start < 0:
+        raise InputError(f"--report {directory}: its report.html predates the stale warning; audit again")
+    body_start = page.index(">", start) + 1
+    body_end = page.index("</script>", body_start)
+    # "</" cannot end the block early: JSON allows "<\/" for "</"
+    page = page[:body_start] + payload.replace("</", "<\\/") + page[body_end:]
+    write_private_text(page_path, page)
+    return write_private_text(directory / SYNC_JSON, payload)
+
+
+def check_sync_report(report_dir: str | Path, project_id: int | None) -> Path:
+    """``report_dir`` when it holds an audit report (``report.html`` and ``audit.json``) of ``project_id``
+    (any project when None); else InputError in one line."""
+    from relabel.errors import InputError
+
+    directory = Path(report_dir)
+    if not (directory / "report.html").exists() or not (directory / AUDIT_JSON).exists():
+        raise InputError(
+            f"--report {directory}: no report.html and audit.json there; name the folder of "
+            "`relabel audit --report DIR`"
+        )
+    try:
+        facts = json.loads((directory / AUDIT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"--report {directory}: cannot read {AUDIT_JSON}: {error}") from None
+    audited = (facts.get("source") or {}).get("project_id")
+    if project_id is not None and audited is not None and int(audited) != int(project_id):
+        raise InputError(
+            f"--report {directory} is the report of project {audited}, not of project {project_id}"
+        )
+    return directory
+
+
+def stale_note(report_dir: str | Path) -> str | None:
+    """One line when the report folder's audit is older than the last ``relabel sync`` recorded into it
+    (:func:`record_sync`), else None."""
+    directory = Path(report_dir)
+    try:
+        facts = json.loads((directory / AUDIT_JSON).read_text(encoding="utf-8"))
+        sync = json.loads((directory / SYNC_JSON).read_text(encoding="utf-8"))
+        generated = datetime.fromisoformat(str(facts["generated"]))
+        synced = datetime.fromisoformat(str(sync["synced_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if generated.tzinfo is None:  # audit.json written before times carried their zone: UTC
+        generated = generated.replace(tzinfo=UTC)
+    if synced <= generated:
+        return None
+    return (
+        f"this report (audit of {_iso(generated)}) is older than the last `relabel sync` ({_iso(synced)}): "
+        "reviewers' decisions since the audit are not in it; run the audit again for a current list"
+    )

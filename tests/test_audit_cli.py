@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,9 @@ import pytest
 
 from connectors.label_studio.queue_plan import VIEW_TITLE, review_marker
 from relabel.cli import main
+from relabel.triage import TIERS
 from scripts.local_label_studio import find_free_port
+from tests.browser import Browser
 from tests.label_studio_seeding import (
     annotate,
     choice_result,
@@ -180,3 +185,152 @@ def test_help_has_examples(command: str, capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "LABEL_STUDIO_API_KEY" in out
+
+
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal (so `relabel accept` asks) and answers ``text``."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_json(capsys: Any, argv: list[str], code: int = 0) -> dict[str, Any]:
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1, captured.out + captured.err
+    return json.loads(lines[0])
+
+
+def test_accept_dry_run_decline_and_accept_through_the_cli(
+    label_studio, monkeypatch, capsys, tmp_path
+) -> None:
+    """`accept --dry-run` counts per tier what `accept` then accepts and writes nothing; declining the prompt
+    says "nothing accepted" and writes nothing; an error under --json is one JSON object."""
+    project_id, _ = _sentiment_project(label_studio, seed=5)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.legacy_token)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    common = ["--project", str(project_id)]
+    audit = _run_json(capsys, ["audit", *common, "--top", "8", "--json", "--quiet"])
+    review_id = audit["push"]["review_project_id"]
+
+    def state() -> tuple[list[int], int]:
+        source = export_tasks(label_studio, project_id)
+        return sorted(t["id"] for t in export_tasks(label_studio, review_id)), sum(
+            len(t["annotations"]) for t in source
+        )
+
+    before = state()
+    preview = _run_json(capsys, ["accept", *common, "--dry-run", "--json"])
+    assert preview["dry_run"] is True and preview["review_project_id"] == review_id
+    counts = {tier: len(items) for tier, items in preview["tiers"].items()}
+    assert counts == {tier: audit["triage"]["tiers"][tier] for tier in TIERS} and sum(counts.values()) == 8
+    tier = max(counts, key=counts.get)
+    assert main(["accept", *common, "--dry-run", "--tier", tier]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("dry run: nothing written.")
+    assert f"  {tier}: {counts[tier]} would be accepted" in text
+    for item in preview["tiers"][tier]:
+        assert f"  {item['source_task']}  {item['current']} → {item['suggested']}" in text
+    assert state() == before
+
+    monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
+    assert main(["accept", *common, "--tier", tier]) == 0
+    captured = capsys.readouterr()
+    assert f"Accept the model's suggestion for {counts[tier]} tasks" in captured.err  # the prompt
+    assert captured.out.startswith("nothing accepted:") and "accepted the model's" not in captured.out
+    assert state() == before
+
+    accepted = _run_json(capsys, ["accept", *common, "--tier", tier, "--yes", "--json"])
+    assert sorted(accepted["accepted_task_ids"]) == sorted(i["source_task"] for i in preview["tiers"][tier])
+    assert state()[1] == before[1] + counts[tier]
+    again = _run_json(capsys, ["accept", *common, "--tier", tier, "--yes", "--json"])
+    assert again["accepted_task_ids"] == [] and again["pending"] == 0
+
+    error = _run_json(capsys, ["accept", "--project", "999999", "--dry-run", "--json"], code=2)
+    assert (
+        error == {"command": "accept", "error": error["error"], "exit_code": 2} and "999999" in error["error"]
+    )
+
+
+def test_sync_marks_the_report_stale_and_the_ledger_explains_itself(
+    label_studio, monkeypatch, capsys, tmp_path
+) -> None:
+    """`sync --report DIR` records its time in the audit's report folder: explain --from warns, and the page
+    (headless Chromium, reading the DOM) shows the stale warning; the ledger project says what it is."""
+    from connectors.label_studio.ledger import LEDGER_TITLE, ledger_marker
+    from relabel.report import SYNC_JSON
+
+    project_id, _ = _sentiment_project(label_studio, seed=13)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.legacy_token)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    report = tmp_path / "report"
+    common = ["--project", str(project_id)]
+    audit = _run_json(capsys, ["audit", *common, "--top", "6", "--report", str(report), "--json", "--quiet"])
+    item = audit["flagged_task_ids"][0]
+    assert main(["explain", "--from", str(report), "--item", str(item)]) == 0
+    assert "older than the last `relabel sync`" not in capsys.readouterr().out
+
+    review_tasks = export_tasks(label_studio, audit["push"]["review_project_id"])
+    annotate(label_studio, review_tasks[0]["id"], choice_result(review_tasks[0]["data"]["relabel_suggested"]))
+    time.sleep(1.1)  # the times are recorded to the second
+    synced = _run_json(capsys, ["sync", *common, "--report", str(report), "--json"])
+    assert synced["reviewed"] == 1 and synced["report_error"] is None
+    recorded = json.loads((report / SYNC_JSON).read_text())
+    assert recorded["source_project_id"] == project_id and recorded["reviewed"] == 1
+    assert (report / SYNC_JSON).stat().st_mode & 0o777 == 0o600
+    assert main(["explain", "--from", str(report), "--item", str(item)]) == 0
+    out = capsys.readouterr().out
+    assert f"older than the last `relabel sync` ({recorded['synced_at']})" in out
+    with Browser(width=1366, height=768) as browser:
+        browser.goto((report / "report.html").resolve().as_uri())
+        browser.wait_for_selector("#stale", visible=True)
+        assert recorded["synced_at"] in browser.text("#stale")
+        banner_top = browser.evaluate("document.getElementById('stale').getBoundingClientRect().top")
+        assert 0 <= banner_top < 768  # seen without scrolling
+        browser.drain(0.3)
+        assert not browser.errors, [str(error) for error in browser.errors]
+    # a report of another project is refused before anything is synced
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("report.html", "audit.json"):
+        text = (report / name).read_text().replace(f'"project_id": {project_id}', '"project_id": 424242')
+        (other / name).write_text(text)
+    refused = _run_json(capsys, ["sync", *common, "--report", str(other), "--json"], code=2)
+    assert "is the report of project 424242" in refused["error"]
+
+    projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
+    (ledger,) = [p for p in projects if ledger_marker(p["id"]) in (p.get("description") or "")]
+    assert ledger["title"] == LEDGER_TITLE and len(LEDGER_TITLE) <= 50 and "undo" in ledger["title"]
+    assert "Created by relabel" in ledger["description"]
+    assert "If you delete this project, relabel forgets" in ledger["description"]
+
+
+def test_a_ledger_under_the_old_title_is_still_found_and_renamed(label_studio) -> None:
+    """Changing the title does not lose a ledger made before: the proof is the marker of its own id."""
+    from connectors.label_studio.client import LabelStudioClient
+    from connectors.label_studio.ledger import (
+        LEDGER_DESCRIPTION,
+        LEDGER_TITLE,
+        OLD_LEDGER_DESCRIPTIONS,
+        Ledger,
+        ledger_marker,
+    )
+
+    client = LabelStudioClient(label_studio.url, label_studio.legacy_token)
+    current = Ledger(client).project_id(create=True)
+    assert current is not None
+    # pose the current ledger as one an earlier version made
+    client.update_project(
+        current, title="relabel ledger", description=f"{OLD_LEDGER_DESCRIPTIONS[0]} {ledger_marker(current)}"
+    )
+    # a look-alike under the old title without its own marker is no ledger
+    copy = client.create_project(
+        title="relabel ledger", description=f"{OLD_LEDGER_DESCRIPTIONS[0]} {ledger_marker(current)}"
+    )
+    assert Ledger(client).project_id(create=False) == current
+    found = {int(p["id"]): p for p in client.list_projects()}
+    assert found[current]["title"] == LEDGER_TITLE
+    assert found[current]["description"] == f"{LEDGER_DESCRIPTION} {ledger_marker(current)}"
+    assert found[int(copy["id"])]["title"] == "relabel ledger"  # not relabel's: left as it is
+    client.delete_project(int(copy["id"]))

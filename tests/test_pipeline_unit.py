@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from connectors.label_studio import LabelStudioConnector
+from connectors.label_studio.ledger import LEDGER_TITLE
 from connectors.label_studio.queue_plan import SUGGESTION_MODEL_VERSION, VIEW_TITLE, plan_predictions
 from relabel.errors import InputError, LockedError, RelabelError
 from relabel.nightly import EXIT_OK, run_nightly
@@ -320,7 +321,7 @@ def test_runs_killed_mid_push_converge_to_one_queue_and_undo_removes_it(mode: st
         assert len(crashing.export_tasks(result.push.review_project_id)) == 5
     connector.undo(project_id, force=True)
     assert relabel_predictions(crashing, project_id) == []
-    assert [p["title"] for p in crashing.projects.values()] == ["unit project", "relabel ledger"]
+    assert [p["title"] for p in crashing.projects.values()] == ["unit project", LEDGER_TITLE]
     assert [v for v in crashing.views.values() if v["project"] == project_id] == []
 
 

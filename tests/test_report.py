@@ -82,14 +82,22 @@ def test_report_files_exist_and_agree(audit_report) -> None:
 
 def test_report_html_is_self_contained_and_lists_the_flagged_items(audit_report) -> None:
     page = Path(audit_report["paths"]["report_html"]).read_text()
-    # no external assets: every src is a data URI, no stylesheet link, one inline script (the filters)
+    # no external assets: every src is a data URI, no stylesheet link, one inline script (the filters and
+    # the stale check) and one inline JSON block (the last sync, filled in by `relabel sync --report`)
     sources = re.findall(r'src="([^"]*)"', page)
     assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
-    assert "<link" not in page and page.count("<script") == 1 and "<script>" in page
-    # the only URLs are links (href) to this project's tasks in Label Studio
+    assert "<link" not in page and page.count("<script") == 2 and page.count("<script>") == 1
+    assert '<script id="relabel-sync" type="application/json">null</script>' in page
+    # the only URLs are links (href) to this project's tasks in Label Studio; the other links jump on the page
     urls = re.findall(r"https?://[^\s\"'<>]+", page)
     hrefs = re.findall(r'href="([^"]*)"', page)
-    assert urls and set(urls) == set(hrefs)
+    assert urls and set(urls) == {href for href in hrefs if not href.startswith("#")}
+    assert {href for href in hrefs if href.startswith("#")} == {
+        "#top",
+        "#flagged-items",
+        "#by-class",
+        "#scores",
+    }
     assert all(url.startswith(f"{LS_URL}/projects/7/data?task=") for url in urls)
     assert "digits &lt;test&gt; &amp; co" in page  # titles are escaped
     table = audit_report["table"]
@@ -204,7 +212,8 @@ def test_report_without_label_studio_has_no_links(tmp_path) -> None:
         }
     )
     page = write_report(tmp_path, ranking, n_flagged=2, score_plot=False)["report_html"].read_text()
-    assert "<a " not in page and "http" not in page
+    assert "http" not in page  # no links out: only the jump links within the page
+    assert set(re.findall(r'href="([^"]*)"', page)) == {"#top", "#flagged-items", "#by-class"}
     assert 'id="filter-tier"' not in page  # no triage columns, no tier filter
 
 
@@ -247,3 +256,73 @@ def test_report_says_when_it_lists_only_part_of_the_flagged_items(tmp_path) -> N
     page = write_report(tmp_path, ranking, score_plot=False, max_rows=4)["report_html"].read_text()
     assert "lists the first 4 of the 6 flagged items" in page
     assert len(re.findall(r"<tr data-item=", page)) == 4
+
+
+def test_report_lists_the_items_first_with_jump_links(audit_report) -> None:
+    """Headless Chromium: the flagged items come before the class tables and the plot, the jump links lead
+    to each section, and no stale warning shows while no later sync is recorded."""
+    html_path = Path(audit_report["paths"]["report_html"]).resolve()
+    with Browser(width=1366, height=768) as browser:
+        browser.goto(html_path.as_uri())
+        browser.wait_for_selector("#flagged tbody tr", visible=True)
+        tops = browser.evaluate(
+            "['jump', 'flagged-items', 'flagged', 'by-class', 'confusions', 'scores']"
+            ".map(id => document.getElementById(id).getBoundingClientRect().top + window.scrollY)"
+        )
+        assert tops == sorted(tops), tops  # links, then the list, then the class tables, then the plot
+        assert tops[1] < 768  # the list's heading is on the first screen
+        assert browser.text("#jump a") == "Flagged items (20)"
+        for target in ("by-class", "scores", "flagged-items"):
+            browser.click(f'#jump a[href="#{target}"]')
+            # the section's heading at the top of the window (or the page scrolled to its end)
+            browser.wait_for(
+                f"(r => Math.abs(r.top) < 5 || (r.top >= 0 && r.top < innerHeight && "
+                "scrollY + innerHeight >= document.documentElement.scrollHeight - 2))"
+                f"(document.getElementById('{target}').getBoundingClientRect())"
+            )
+        browser.click("#scores a.top")
+        browser.wait_for("Math.abs(document.getElementById('top').getBoundingClientRect().top) < 1")
+        assert browser.count("#stale", visible=True) == 0
+        browser.drain(0.3)
+        assert not browser.errors, [str(error) for error in browser.errors]
+
+
+def test_a_sync_recorded_after_the_audit_marks_the_report_stale(audit_report, tmp_path) -> None:
+    """record_sync fills the page's JSON block; the page compares it with its own audit time: a sync before
+    the audit shows nothing, one after it shows the warning (headless Chromium), and stale_note agrees."""
+    import shutil
+    from datetime import datetime, timedelta
+
+    from relabel.errors import InputError
+    from relabel.report import record_sync, stale_note
+
+    folder = tmp_path / "report"
+    shutil.copytree(Path(audit_report["paths"]["report_html"]).parent, folder)
+    generated = datetime.fromisoformat(json.loads((folder / "audit.json").read_text())["generated"])
+    page = (folder / "report.html").read_text()
+    assert f'<meta name="relabel-generated" content="{generated.isoformat()}">' in page
+    earlier = (generated - timedelta(minutes=5)).isoformat()
+    later = (generated + timedelta(hours=2)).isoformat()
+    for synced_at, stale in ((earlier, False), (later, True)):
+        record_sync(
+            folder, {"source_project_id": 7, "synced_at": synced_at, "reviewed": 3, "note": "</script>"}
+        )
+        assert (stale_note(folder) is not None) == stale
+        with Browser(width=1366, height=768) as browser:
+            browser.goto((folder / "report.html").resolve().as_uri())
+            browser.wait_for_selector("#flagged tbody tr", visible=True)
+            assert browser.count("#stale", visible=True) == int(stale)
+            if stale:
+                assert f"synced {later}" in browser.text("#stale")
+                assert generated.isoformat() in browser.text("#stale")
+                assert (
+                    browser.evaluate("document.getElementById('stale').getBoundingClientRect().bottom") < 768
+                )
+            assert browser.count("#flagged tbody tr", visible=True) == 20  # the page still works
+            browser.drain(0.3)
+            assert not browser.errors, [str(error) for error in browser.errors]
+    assert later in stale_note(folder)
+    with pytest.raises(InputError, match="is the report of project 7, not of project 8"):
+        record_sync(folder, {"source_project_id": 8, "synced_at": later})
+    with pytest.raises(InputError, match=r"no report\.html and audit\.json"):
+        record_sync(tmp_path, {"source_project_id": 7, "synced_at": later})

@@ -6,9 +6,14 @@ description, and a team's own model may be called ``relabel-something``. So rela
 what it creates (review projects, Data Manager views, predictions) on the server, in its ledger, and
 touches nothing else.
 
-Where: one project on the server titled ``relabel ledger`` whose description holds the marker
-``[relabel-ledger:<its own project id>]``. A copy of that project gets a new id, so its marker no longer
-matches and the copy is never taken for the ledger. Each entry is one task of the ledger project; its data:
+Where: one project on the server titled :data:`LEDGER_TITLE` (``relabel ledger`` before, still recognised)
+whose description holds the marker ``[relabel-ledger:<its own project id>]``. The proof of ownership is
+that marker: only relabel writes a project's own id into its description after creating it, and a copy of
+the project gets a new id, so its marker no longer matches and the copy is never taken for the ledger. The
+title only narrows the search; a ledger found under the old title is renamed (it is relabel's, proven by
+its marker). Its title and description tell a person who sees it in the project list what it is and that
+deleting it makes ``relabel undo`` forget what relabel made. Each entry is one task of the ledger project;
+its data:
 
 =====================  =====================================================================================
 ``kind``               ``review_project``, ``view``, ``predictions`` or ``lease``
@@ -46,11 +51,19 @@ from typing import Any
 from connectors.label_studio.client import LabelStudioClient
 from relabel.errors import LockedError
 
-LEDGER_TITLE = "relabel ledger"
+LEDGER_TITLE = "relabel ledger (keep: relabel undo needs it)"  # ≤ 50 characters (Label Studio's limit)
+OLD_LEDGER_TITLES = ("relabel ledger",)  # titles of ledgers made by earlier versions, still found
 LEDGER_CONFIG = '<View><Header value="relabel ledger entry"/><Text name="entry" value="$summary"/></View>'
 LEDGER_DESCRIPTION = (
+    "Created by relabel (the label-quality audit) to record what it made on this server: review projects, "
+    "Data Manager tabs, predictions and accepted suggestions. `relabel undo` removes exactly what is "
+    "recorded here, and relabel never changes or deletes anything else. If you delete this project, "
+    "relabel forgets what it made: `relabel undo` can then no longer remove it (you would delete those "
+    "by hand). Do not edit, label or duplicate it."
+)
+OLD_LEDGER_DESCRIPTIONS = (
     "relabel's record of the review projects, views and predictions it created, and of the runs writing "
-    "a review queue now. relabel deletes only what is recorded here. Do not edit or duplicate it."
+    "a review queue now. relabel deletes only what is recorded here. Do not edit or duplicate it.",
 )
 DEFAULT_LEASE_SECONDS = 300.0
 LEASE_POLL_SECONDS = 2.0
@@ -91,13 +104,23 @@ class Ledger:
         return self._project_id
 
     def _find(self) -> int | None:
-        valid = [
-            int(project["id"])
+        """The ledger's id: the smallest id of a project titled as a ledger (now or before) whose
+        description holds its own id's marker (the proof, see the module docstring). A ledger still under
+        an old title or description gets the current ones."""
+        titles = (LEDGER_TITLE, *OLD_LEDGER_TITLES)
+        valid = {
+            int(project["id"]): project
             for project in self.client.list_projects()
-            if project.get("title") == LEDGER_TITLE
+            if project.get("title") in titles
             and ledger_marker(int(project["id"])) in (project.get("description") or "")
-        ]
-        return min(valid) if valid else None
+        }
+        if not valid:
+            return None
+        own_id = min(valid)
+        wanted = f"{LEDGER_DESCRIPTION} {ledger_marker(own_id)}"
+        if valid[own_id].get("title") != LEDGER_TITLE or valid[own_id].get("description") != wanted:
+            self.client.update_project(own_id, title=LEDGER_TITLE, description=wanted)
+        return own_id
 
     def _create(self) -> int:
         """Create the ledger (in two steps: its id is known only once it exists). A run killed between the
@@ -105,8 +128,8 @@ class Ledger:
         unfinished = [
             int(project["id"])
             for project in self.client.list_projects()
-            if project.get("title") == LEDGER_TITLE
-            and (project.get("description") or "") == LEDGER_DESCRIPTION
+            if project.get("title") in (LEDGER_TITLE, *OLD_LEDGER_TITLES)
+            and (project.get("description") or "") in (LEDGER_DESCRIPTION, *OLD_LEDGER_DESCRIPTIONS)
         ]
         unfinished = [project_id for project_id in unfinished if not self.client.export_tasks(project_id)]
         if unfinished:
@@ -116,7 +139,9 @@ class Ledger:
                 title=LEDGER_TITLE, description=LEDGER_DESCRIPTION, label_config=LEDGER_CONFIG
             )
             own_id = int(created["id"])
-        self.client.update_project(own_id, description=f"{LEDGER_DESCRIPTION} {ledger_marker(own_id)}")
+        self.client.update_project(
+            own_id, title=LEDGER_TITLE, description=f"{LEDGER_DESCRIPTION} {ledger_marker(own_id)}"
+        )
         winner = self._find()  # two runs may have created one each at once: the smaller id wins
         if winner is not None and winner != own_id:
             self.client.delete_project(own_id)  # ours, just made, still empty
