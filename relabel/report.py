@@ -311,7 +311,7 @@ def write_report(
         _summary_block(
             title, _summary_cards(ranking, shown, n_flagged, method, estimate, summary), generated
         ),
-        _jump_links(n_listed, bool(figures)),
+        _jump_links(n_listed, bool(figures), shown["tier"].value_counts().to_dict() if triaged else None),
         STALE_BLOCK,
         _table_block(
             _header_cells(score_columns, triaged),
@@ -667,8 +667,9 @@ SCRIPT = """
   try { sync = block ? JSON.parse(block.textContent) : null; } catch (error) { sync = null; }
   if (meta && sync && sync.synced_at && stale &&
       Date.parse(sync.synced_at) > Date.parse(meta.getAttribute('content'))) {
-    document.getElementById('stale-synced').textContent = 'synced ' + sync.synced_at;
-    document.getElementById('stale-generated').textContent = meta.getAttribute('content');
+    var readable = function (iso) { return iso.replace('T', ' ').replace(/(:\\d\\d)?\\+00:00$/, ' UTC'); };
+    document.getElementById('stale-synced').textContent = 'synced ' + readable(sync.synced_at);
+    document.getElementById('stale-generated').textContent = readable(meta.getAttribute('content'));
     stale.hidden = false;
   }
 })();
@@ -690,6 +691,14 @@ SCRIPT = """
   }
   [tier, pair, supported].forEach(function (control) {
     if (control) control.addEventListener('change', apply);
+  });
+  Array.prototype.forEach.call(document.querySelectorAll('[data-set-tier]'), function (link) {
+    link.addEventListener('click', function () {
+      if (pair) pair.value = '';
+      if (supported) supported.checked = false;
+      if (tier) tier.value = link.getAttribute('data-set-tier');
+      apply();
+    });
   });
   Array.prototype.forEach.call(document.querySelectorAll('[data-set-pair]'), function (button) {
     button.addEventListener('click', function () {
@@ -721,12 +730,19 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _jump_links(n_listed: int, has_plots: bool) -> str:
-    """The links to the page's sections (the flagged items first)."""
+def _jump_links(n_listed: int, has_plots: bool, tiers: Mapping[str, int] | None = None) -> str:
+    """The links to the page's sections (the flagged items first) and, with ``tiers`` (tier → listed
+    items), one per tier that shows only that tier's rows (the tier filter)."""
     links = [f'<a href="#flagged-items">Flagged items ({n_listed})</a>', '<a href="#by-class">By class</a>']
     if has_plots:
         links.append('<a href="#scores">Scores</a>')
-    return f'<nav class="jump" id="jump">Jump to: {" · ".join(links)}</nav>\n'
+    tier_links = [
+        f'<a href="#flagged-items" data-set-tier="{html.escape(t)}">{html.escape(t)} ({tiers[t]})</a>'
+        for t in TIERS
+        if tiers and tiers.get(t)
+    ]
+    only = f" · only: {' · '.join(tier_links)}" if tier_links else ""
+    return f'<nav class="jump" id="jump">Jump to: {" · ".join(links)}{only}</nav>\n'
 
 
 def _summary_block(title: str, cards: Mapping[str, Any], generated_at: datetime) -> str:

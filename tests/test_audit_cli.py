@@ -285,7 +285,7 @@ def test_sync_marks_the_report_stale_and_the_ledger_explains_itself(
     with Browser(width=1366, height=768) as browser:
         browser.goto((report / "report.html").resolve().as_uri())
         browser.wait_for_selector("#stale", visible=True)
-        assert recorded["synced_at"] in browser.text("#stale")
+        assert f"synced {recorded['synced_at'][:16].replace('T', ' ')} UTC" in browser.text("#stale")
         banner_top = browser.evaluate("document.getElementById('stale').getBoundingClientRect().top")
         assert 0 <= banner_top < 768  # seen without scrolling
         browser.drain(0.3)

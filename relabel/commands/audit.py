@@ -58,9 +58,9 @@ def register(subparsers: Any) -> None:
         help="rank a Label Studio project's labels and push the most suspicious for review",
         description=(
             "Pull a Label Studio classification project, fit a model to its labels, score every labeled "
-            "task by self-influence (Koh & Liang 2017; higher = the model had to bend more to fit that "
-            "label), and push the top tasks back to Label Studio as a review queue. Progress bars go to "
-            "stderr; the summary, with the URL to open, to stdout."
+            "task (by default by self-influence, Koh & Liang 2017: higher = the model had to bend more to "
+            "fit that label; --method picks another score), and push the top tasks back to Label Studio as "
+            "a review queue. Progress bars go to stderr; the summary, with the URL to open, to stdout."
         ),
         epilog=AUDIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     report_error = None if args.report is None else write_report(result, args.report)
     triage = audit_triage(result)
     if args.json:
-        print_json(audit_json(result, triage))
+        print_json({**audit_json(result, triage), "report_error": report_error})
         return 1 if report_error is not None else 0
     print(result.summary())  # includes the triage line
     if result.url:
