@@ -668,7 +668,11 @@ SCRIPT = """
   if (meta && sync && sync.synced_at && stale &&
       Date.parse(sync.synced_at) > Date.parse(meta.getAttribute('content'))) {
     var readable = function (iso) { return iso.replace('T', ' ').replace(/(:\\d\\d)?\\+00:00$/, ' UTC'); };
-    document.getElementById('stale-synced').textContent = 'synced ' + readable(sync.synced_at);
+    var counts = ['reviewed', 'skipped', 'pending'].filter(function (key) {
+      return typeof sync[key] === 'number';
+    }).map(function (key) { return sync[key] + ' ' + key; });
+    document.getElementById('stale-synced').textContent = 'synced ' + readable(sync.synced_at) +
+      (counts.length ? ': ' + counts.join(', ') + ' in the review project' : '');
     document.getElementById('stale-generated').textContent = readable(meta.getAttribute('content'));
     stale.hidden = false;
   }

@@ -324,7 +324,7 @@ def test_a_sync_recorded_after_the_audit_marks_the_report_stale(audit_report, tm
             assert browser.count("#stale", visible=True) == int(stale)
             if stale:
                 shown = browser.text("#stale")  # times as "2026-12-02 19:10 UTC"
-                assert f"synced {later[:16].replace('T', ' ')} UTC" in shown
+                assert f"synced {later[:16].replace('T', ' ')} UTC: 3 reviewed in the review project" in shown
                 assert f"this audit: {generated.isoformat()[:16].replace('T', ' ')} UTC" in shown
                 assert (
                     browser.evaluate("document.getElementById('stale').getBoundingClientRect().bottom") < 768
