@@ -675,6 +675,20 @@ SCRIPT = """
       (counts.length ? ': ' + counts.join(', ') + ' in the review project' : '');
     document.getElementById('stale-generated').textContent = readable(meta.getAttribute('content'));
     stale.hidden = false;
+    // the sync's state of each listed item's review task: reviewed / skipped marks as of that sync
+    Array.prototype.forEach.call(document.querySelectorAll('#flagged tbody tr'), function (row) {
+      var state = (sync.states || {})[row.dataset.item];
+      if (state !== 'reviewed' && state !== 'skipped') return;
+      var mark = row.querySelector('.review-mark');
+      if (!mark) {
+        mark = document.createElement('span');
+        row.cells[1].appendChild(document.createTextNode(' '));
+        row.cells[1].appendChild(mark);
+      }
+      mark.className = 'review-mark ' + state + ' synced';
+      mark.textContent = state;
+      mark.title = state + ' at the sync of ' + readable(sync.synced_at);
+    });
   }
 })();
 (function () {
@@ -969,7 +983,9 @@ def read_explain_archive(report_dir: str | Path) -> tuple[dict[str, Any], pd.Dat
 def record_sync(report_dir: str | Path, sync: Mapping[str, Any]) -> Path:
     """Record a ``relabel sync`` in an audit's report folder, so the report can tell it is stale.
 
-    ``sync``: the sync's facts (``synced_at``, ISO 8601 UTC, and its counts); written to ``DIR/sync.json``
+    ``sync``: the sync's facts (``synced_at``, ISO 8601 UTC, its counts, and ``states``: source task id →
+    ``reviewed``/``skipped``/``pending``, the state of its review task, which the page shows as a mark on the
+    listed items when the sync is newer than the audit); written to ``DIR/sync.json``
     (read by ``relabel explain --from``, :func:`stale_note`) and into ``report.html``'s JSON block
     ``<script id="relabel-sync">``, whose few lines of script compare it with the page's own audit time
     (``<meta name="relabel-generated">``) and show the stale warning when the sync came later: the page stays

@@ -313,10 +313,11 @@ def test_a_sync_recorded_after_the_audit_marks_the_report_stale(audit_report, tm
     assert f'<meta name="relabel-generated" content="{generated.isoformat()}">' in page
     earlier = (generated - timedelta(minutes=5)).isoformat()
     later = (generated + timedelta(hours=2)).isoformat()
+    listed = audit_report["table"]["task_id"].head(20).tolist()
+    states = {str(listed[0]): "reviewed", str(listed[2]): "skipped", str(listed[3]): "pending"}
     for synced_at, stale in ((earlier, False), (later, True)):
-        record_sync(
-            folder, {"source_project_id": 7, "synced_at": synced_at, "reviewed": 3, "note": "</script>"}
-        )
+        facts = {"source_project_id": 7, "synced_at": synced_at, "reviewed": 3, "note": "</script>"}
+        record_sync(folder, {**facts, "states": states})
         assert (stale_note(folder) is not None) == stale
         with Browser(width=1366, height=768) as browser:
             browser.goto((folder / "report.html").resolve().as_uri())
@@ -329,6 +330,13 @@ def test_a_sync_recorded_after_the_audit_marks_the_report_stale(audit_report, tm
                 assert (
                     browser.evaluate("document.getElementById('stale').getBoundingClientRect().bottom") < 768
                 )
+            # the sync's reviewed/skipped marks on the listed items, only when the sync is newer
+            marks = browser.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('#flagged tbody tr')]"
+                ".filter(r => r.querySelector('.review-mark.synced'))"
+                ".map(r => [r.dataset.item, r.querySelector('.review-mark').textContent]))"
+            )
+            assert marks == ({str(listed[0]): "reviewed", str(listed[2]): "skipped"} if stale else {})
             assert browser.count("#flagged tbody tr", visible=True) == 20  # the page still works
             browser.drain(0.3)
             assert not browser.errors, [str(error) for error in browser.errors]

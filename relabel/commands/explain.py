@@ -47,9 +47,9 @@ def register(subparsers: Any) -> None:
         "explain",
         help="show the training items that most support / oppose one item's label",
         description=(
-            "Fit the model, then for one item i list the training items j with the largest and smallest "
-            "influence g_jᵀ H⁻¹ g_i on its loss: the items that most support and most oppose its current "
-            "label, with their labels."
+            "Fit the model (or, with --from, read what an audit kept), then for one item i list the "
+            "training items j with the largest and smallest influence g_jᵀ H⁻¹ g_i on its loss: the items "
+            "that most support and most oppose its current label, with their labels."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -99,6 +99,9 @@ def mark_report(report_dir: Path, result: Any) -> str | None:
 
     facts = {key: value for key, value in asdict(result).items() if not isinstance(value, (list, dict))}
     facts["synced_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    facts["states"] = {
+        str(task): state for task, state in (getattr(result, "review_states", None) or {}).items()
+    }
     try:
         record_sync(report_dir, facts)
     except (RelabelError, OSError) as error:
