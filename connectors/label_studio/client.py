@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import ipaddress
 import json
 import os
 import re
@@ -119,6 +120,102 @@ def validate_api_key(raw: str, source: str) -> str:
     return key
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SERVER_URL_HINT = "give the server's base URL only, e.g. http://localhost:8080 (nothing was sent)"
+
+
+def server_base_url(raw: str, source: str = "the Label Studio URL", secrets: Iterable[str] = ()) -> str:
+    """The Label Studio base URL in ``raw`` (from ``source``, e.g. "$LABEL_STUDIO_URL"), checked before any
+    request: ``http://`` is added when no scheme is given, a trailing ``/`` dropped.
+
+    ConnectorError (one line) for a URL that is not ``http(s)://host[:port][/path]``: another scheme, no
+    host, a port that is not a number in 1-65535, a broken IPv6 literal, spaces or control characters, and
+    for one that carries credentials, which relabel never sends: a ``user:password@`` part (shown as
+    ``***@``), a query string or a fragment (``?…``, ``#…``: where a token would be pasted). Such a message
+    shows at most the URL's ``scheme://host:port``, never the query, fragment or user part, and nothing of
+    a URL that holds one of ``secrets`` (the token) in any form.
+    """
+    url = raw.strip()
+    if any(form in url for secret in secrets if secret for form in _secret_forms(secret)):
+        raise ConnectorError(
+            f"{source} holds the API token; put it only in {API_KEY_ENV} or --api-key-file and "
+            f"{SERVER_URL_HINT}"
+        )
+    if not _SCHEME.match(url):
+        url = "http://" + url
+    shown = _shown_origin(url)
+    if any(character.isspace() or ord(character) < 0x20 or ord(character) == 0x7F for character in url):
+        raise ConnectorError(f"{source} holds a space or a control character; {SERVER_URL_HINT}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConnectorError(
+            f"{source} {shown}is not a valid URL ({_url_problem(error)}); {SERVER_URL_HINT}"
+        ) from None
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConnectorError(
+            f"{source} {shown}holds a query string or fragment ('?…' or '#…', not shown: it can carry a "
+            f"token); put the token in {API_KEY_ENV} or --api-key-file and {SERVER_URL_HINT}"
+        )
+    if "@" in parts.netloc:
+        raise ConnectorError(
+            f"{source} {redact_url(url)} holds a user name or password; remove the 'user:...@' part "
+            "(relabel logs in with the API token)"
+        )
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConnectorError(f"{source} {shown}is not an http(s) URL; {SERVER_URL_HINT}")
+    if not parts.hostname:
+        raise ConnectorError(f"{source} {shown}names no host; {SERVER_URL_HINT}")
+    problem = host_problem(parts.netloc)
+    if problem:
+        raise ConnectorError(f"{source} {shown}is not a valid URL ({problem}); {SERVER_URL_HINT}")
+    if port == 0:
+        raise ConnectorError(f"{source} {shown}has port 0; {SERVER_URL_HINT}")
+    return url.rstrip("/")
+
+
+_HOST_NAME = re.compile(r"[\w.-]+")
+_BRACKETED = re.compile(r"\[([^\[\]]*)\](:\d*)?")
+
+
+def host_problem(netloc: str) -> str | None:
+    """Why the ``host[:port]`` part of a URL (without a user part) cannot be connected to, in words: a
+    broken IPv6 literal (``[::1`` or ``[::1]]``) or a character no host name holds; None when it can."""
+    host = netloc.rpartition("@")[2]
+    if "[" in host or "]" in host:
+        match = _BRACKETED.fullmatch(host)
+        try:
+            ipaddress.IPv6Address((match.group(1) if match else "").split("%")[0])
+        except ValueError:
+            return "a broken IPv6 address: write it as [::1]"
+        return None
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if not _HOST_NAME.fullmatch(name):
+        return "the host name holds a character that cannot be in one"
+    return None
+
+
+def _shown_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` for an error message followed by a space ("" when it cannot be
+    shown safely: a user part, or characters that are not printable ASCII)."""
+    scheme, _, rest = url.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in netloc or not all(0x21 <= ord(character) <= 0x7E for character in scheme + netloc):
+        return ""
+    return _shorten(f"{scheme}://{netloc}", 80) + " "
+
+
+def _url_problem(error: ValueError) -> str:
+    """Python's reason a URL does not parse, in words (a bad port or a broken IPv6 literal)."""
+    text = str(error)
+    if "IPv6" in text:
+        return "a broken IPv6 address: write it as [::1]"
+    if "Port" in text or "port" in text:
+        return "the port is not a number in 1-65535"
+    return _shorten(text, 80)
+
+
 def _origin(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of a URL, with the default port filled in (80 for http, 443 for https)."""
     parts = urllib.parse.urlsplit(url)
@@ -151,6 +248,7 @@ class LabelStudioClient:
     """
 
     def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
+        url_source = "the url argument" if url is not None else f"${URL_ENV}"
         url = url if url is not None else os.environ.get(URL_ENV)
         from_argument = api_key is not None
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -164,14 +262,7 @@ class LabelStudioClient:
                 "from Account & Settings, or a legacy token)"
             )
         api_key = validate_api_key(api_key, "the api_key argument" if from_argument else f"${API_KEY_ENV}")
-        url = url.strip()
-        if not urllib.parse.urlsplit(url).scheme:
-            url = "http://" + url
-        if "@" in urllib.parse.urlsplit(url).netloc:
-            raise ConnectorError(
-                f"the Label Studio URL {redact_url(url)} holds a user name or password; remove the "
-                "'user:...@' part (relabel logs in with the API token)"
-            )
+        url = server_base_url(url, url_source, secrets=(api_key,))
         self.url = url.rstrip("/")
         self._api_key = api_key
         self._sdk = self._call("connect", self._connect)
@@ -215,7 +306,7 @@ class LabelStudioClient:
             if error.status_code == 404 and not_found is not None:
                 raise NotFoundError(not_found) from None
             raise self._status_error(what, error.status_code, error.body) from None
-        except (httpx.HTTPError, requests.RequestException) as error:
+        except (httpx.HTTPError, httpx.InvalidURL, requests.RequestException) as error:
             raise ConnectorError(
                 f"Could not reach Label Studio at {self.url} ({type(error).__name__} on {what}); "
                 f"check {URL_ENV} and that the server is running"

@@ -255,11 +255,13 @@ def show_progress(args: argparse.Namespace) -> bool:
 def connector_from_args(args: argparse.Namespace) -> Any:
     """A :class:`connectors.label_studio.LabelStudioConnector` for the ``--url`` and token of ``args``."""
     from connectors.label_studio import LabelStudioConnector
-    from connectors.label_studio.client import read_api_key
+    from connectors.label_studio.client import read_api_key, server_base_url
 
     url = args.url or os.environ.get(URL_ENV, "").strip()
     if not url:
         raise RelabelError(
             f"no Label Studio URL: pass --url URL or set {URL_ENV} (e.g. http://localhost:8080)"
         )
-    return LabelStudioConnector(url, read_api_key(args.api_key_file))
+    api_key = read_api_key(args.api_key_file)
+    url = server_base_url(url, "--url" if args.url else f"${URL_ENV}", secrets=(api_key,))  # before a request
+    return LabelStudioConnector(url, api_key)
