@@ -6,6 +6,14 @@
 
 Item ids come from ``id_column`` when given (they must be unique), else they are the 0-based row positions.
 Classes are the distinct labels sorted (numbers numerically, then as strings), labels are strings.
+What a cell may hold: the label, id and text columns one value each (text or a number; a label column may
+mix them: labels are compared as text, so ``1``, ``1.0`` and ``"1"`` are one class), and the id column
+numbers only or text only; feature columns numbers (booleans count as 0/1, numeric text such as ``"2.5"``
+is read as a number). Refused with one line naming file, column and row: a cell holding a list, a struct
+(dict), binary data, or (in a feature column) a date, time or duration (convert it to a number first), and
+a file that is not what its suffix says (a cut or foreign Parquet file, binary data in a CSV), a column
+name used twice, an id column mixing numbers and text.
+
 Row numbers in error messages are as a person sees them in the file: for CSV the line number (the header
 is line 1, so the first data row is line 2); for JSON Lines the line number of the record; for Parquet the
 1-based row number.
@@ -13,6 +21,7 @@ is line 1, so the first data row is line 2); for JSON Lines the line number of t
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from relabel.dataset import LabeledDataset
-from relabel.errors import InputError
+from relabel.errors import InputError, shown
 
 SUPPORTED_SUFFIXES = {
     ".csv": "csv",
@@ -45,10 +54,14 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
     try:
         if file_format in ("csv", "tsv"):
             frame = pd.read_csv(
-                path, sep="," if file_format == "csv" else "\t", keep_default_na=True, encoding="utf-8-sig"
+                path,
+                sep="," if file_format == "csv" else "\t",
+                keep_default_na=True,
+                encoding="utf-8-sig",
+                low_memory=False,  # one dtype per column, no DtypeWarning on stderr
             )
         elif file_format == "parquet":
-            frame = pd.read_parquet(path)
+            frame = _read_parquet(path)
         else:
             records = []
             with path.open(encoding="utf-8-sig") as handle:
@@ -74,10 +87,31 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
         ) from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty (no header, no rows)") from None
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        detail = " ".join(str(error).split())
+    except (OSError, ValueError, TypeError, NotImplementedError, pd.errors.ParserError) as error:
+        detail = " ".join(str(error).split())[:200]
         raise InputError(f"{path}: could not read it as {file_format} ({detail})") from None
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise InputError(f"{path}: column {shown(repeated[0])} appears twice; give every column its own name")
     return frame, file_format
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """``pd.read_parquet``, with pyarrow's own errors (a cut file, a file that is not Parquet, a type pandas
+    cannot hold) raised as ValueError."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        names = pyarrow.parquet.read_schema(path).names
+        repeated = [name for position, name in enumerate(names) if name in names[:position]]
+        if repeated:
+            raise InputError(
+                f"{path}: column {shown(repeated[0])} appears twice; give every column its own name"
+            )
+        return pd.read_parquet(path)
+    except pyarrow.ArrowException as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from None
 
 
 def _first_line_not_utf8(path: Path) -> int | str:
@@ -168,6 +202,7 @@ class FileConnector:
         """(classes, labels): the distinct labels sorted (numbers numerically first, then text) and each
         row's label, both as text (object array, file order); InputError naming the first unlabeled row."""
         labels_raw = frame[self.label_column]
+        _check_cells(path, labels_raw, rows, where, "label")
         missing = labels_raw.isna() | labels_raw.astype(str).str.strip().eq("")
         if missing.any():
             first = int(np.flatnonzero(missing.to_numpy())[0])
@@ -175,12 +210,15 @@ class FileConnector:
                 f"{path}: {where} {rows[first]} has no label in column {self.label_column!r} "
                 f"({int(missing.sum())} rows lack one); label every row or drop the unlabeled ones"
             )
-        label_values = labels_raw.tolist()
-        classes_sorted = sorted(
-            set(label_values), key=lambda value: (not _is_number(value), _sort_key(value))
-        )
-        classes = [_label_text(value) for value in classes_sorted]
-        return classes, np.array([_label_text(value) for value in label_values], dtype=object)
+        texts: dict[str, tuple[bool, object]] = {}
+        label_texts = []
+        for value in labels_raw.tolist():
+            text = _label_text(value)
+            label_texts.append(text)
+            key = (not _is_number(value), _sort_key(value))
+            texts[text] = min(texts.get(text, key), key, key=_comparable)
+        classes = sorted(texts, key=lambda text: _comparable(texts[text]))
+        return classes, np.array(label_texts, dtype=object)
 
     def _ids(self, frame: pd.DataFrame, rows: np.ndarray, where: str, path: Path) -> np.ndarray:
         """Item ids in file order: the ``id_column`` values (present and unique, else InputError naming the
@@ -188,6 +226,7 @@ class FileConnector:
         if self.id_column is None:
             return np.arange(len(frame), dtype=np.int64)
         id_series = frame[self.id_column]
+        _check_cells(path, id_series, rows, where, "id")
         if id_series.isna().any():
             first = int(np.flatnonzero(id_series.isna().to_numpy())[0])
             raise InputError(f"{path}: {where} {rows[first]} has no id in column {self.id_column!r}")
@@ -195,8 +234,16 @@ class FileConnector:
         if duplicated.any():
             first = int(np.flatnonzero(duplicated.to_numpy())[0])
             raise InputError(
-                f"{path}: {where} {rows[first]} repeats id {id_series.tolist()[first]!r} of column "
+                f"{path}: {where} {rows[first]} repeats id {shown(id_series.tolist()[first])} of column "
                 f"{self.id_column!r}; ids must be unique"
+            )
+        numeric = [_is_number(value) for value in id_series.tolist()]
+        if any(numeric) and not all(numeric):
+            first = numeric.index(not numeric[0])
+            raise InputError(
+                f"{path}: column {self.id_column!r} mixes numbers and text ({where} {rows[0]}: "
+                f"{shown(id_series.iloc[0])}, {where} {rows[first]}: {shown(id_series.iloc[first])}); "
+                "ids must be all numbers or all text"
             )
         return id_series.to_numpy()
 
@@ -213,6 +260,7 @@ class FileConnector:
         a float64 DataFrame indexed by ``ids`` (kind "tabular"); InputError naming an empty or bad cell."""
         if self.text_column is not None:
             texts = frame[self.text_column]
+            _check_cells(path, texts, rows, where, "text")
             empty = texts.isna()
             if empty.any():
                 first = int(np.flatnonzero(empty.to_numpy())[0])
@@ -274,19 +322,93 @@ def _numeric_frame(
     result = {}
     for column in columns:
         series = frame[column]
-        numeric = pd.to_numeric(series, errors="coerce")
-        bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+        _check_cells(path, series, rows, where, "features")
+        numeric = _to_float(series)
+        bad = np.isnan(numeric) | ~np.isfinite(numeric)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             value = series.iloc[first]
-            problem = "is empty (NaN)" if pd.isna(value) else f"is {value!r}, not a finite number"
+            problem = "is empty (NaN)" if _is_missing(value) else f"is {shown(value)}, not a finite number"
             raise InputError(
                 f"{path}: {where} {rows[first]}, column {column!r} {problem}; tabular features must be "
                 "numbers "
                 f"({int(bad.sum())} bad cells in that column)"
             )
-        result[str(column)] = numeric.to_numpy(dtype=np.float64)
+        result[str(column)] = numeric
     return pd.DataFrame(result)
+
+
+def _to_float(series: pd.Series) -> np.ndarray:
+    """A feature column as float64 (NaN where a cell is not a number): numbers and booleans as they are,
+    numeric text parsed; element-wise when pandas cannot convert the column as a whole."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.to_numpy(dtype=np.float64)
+    try:
+        numeric = pd.to_numeric(series, errors="coerce")
+        return np.asarray(numeric.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return np.array([_one_float(value) for value in series.tolist()], dtype=np.float64)
+
+
+def _one_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+
+
+def _is_missing(value: object) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+_CELL_EXPECTED = {
+    "label": "one label (text or a number)",
+    "id": "one id (text or a number)",
+    "text": "text",
+    "features": "numbers",
+}
+
+
+def _cell_problem(value: object, role: str) -> str | None:
+    """What makes ``value`` unreadable as one cell of a ``role`` column ("a list", …), or None if it is
+    readable."""
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a struct (a dict of fields)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary data"
+    if role == "features" and isinstance(
+        value, (datetime.date, datetime.time, datetime.timedelta, np.datetime64, np.timedelta64)
+    ):
+        return "a date, time or duration"
+    return None
+
+
+def _check_cells(path: Path, series: pd.Series, rows: np.ndarray, where: str, role: str) -> None:
+    """InputError naming file, column and the first row whose cell cannot be read for ``role`` (a list, a
+    struct, binary data, or a date/time used as a feature; see the module docstring)."""
+    column = series.name
+    dtype = series.dtype
+    if role == "features" and (
+        pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+    ):
+        raise InputError(
+            f"{path}: column {shown(column)} holds dates or durations ({dtype}), not numbers; convert them "
+            "to numbers first (e.g. days since a fixed date), or leave the column out with --feature-columns"
+        )
+    if not pd.api.types.is_object_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+        return
+    for position, value in enumerate(series.tolist()):
+        problem = _cell_problem(value, role)
+        if problem is not None:
+            raise InputError(
+                f"{path}: {where} {rows[position]}, column {shown(column)} holds {problem} "
+                f"({shown(value, 40)}); a {role} cell must hold {_CELL_EXPECTED[role]}"
+            )
 
 
 def _is_number(value: object) -> bool:
@@ -294,7 +416,16 @@ def _is_number(value: object) -> bool:
 
 
 def _sort_key(value: object) -> object:
-    return float(value) if _is_number(value) else str(value)  # type: ignore[arg-type]
+    return float(value) if _is_number(value) else _label_text(value)  # type: ignore[arg-type]
+
+
+def _comparable(key: tuple[bool, object]) -> tuple[bool, float, str]:
+    """A class's sort key as one comparable tuple: numbers first, by value (NaN last), then text."""
+    is_text, value = key
+    if is_text:
+        return True, 0.0, str(value)
+    number = float(value)  # type: ignore[arg-type]
+    return False, number if number == number else float("inf"), ""
 
 
 def _label_text(value: object) -> str:

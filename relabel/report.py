@@ -958,26 +958,115 @@ def _json_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool, np.generic))
 
 
+ARCHIVE_COLUMNS = {  # column → must be a number; what `relabel explain --from` reads of each file
+    EXPLAIN_ARCHIVE: {
+        "item": False,
+        "role": False,
+        "position": True,
+        "id": False,
+        "influence": True,
+        "label": False,
+    },
+    "ranking.parquet": {
+        "task_id": False,
+        "rank": True,
+        "current_label": False,
+        "suggested_label": False,
+        "predicted_probability": True,
+        "flagged": False,
+    },
+}
+OPTIONAL_NUMBERS = ("self_influence",)  # read when present (ranking.parquet of a self-influence audit)
+
+
 def read_explain_archive(report_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """(audit.json facts, explain.parquet, ranking.parquet) of an audit's report folder; InputError naming
-    the missing file when the folder is not one (or predates the archive)."""
+    the missing file when the folder is not one (or predates the archive), and naming the file (and column)
+    when one is damaged: a cut or foreign ``audit.json``, a file that is not Parquet, a missing column, a
+    column that should hold numbers and does not, a cell holding a list or a struct."""
     from relabel.errors import InputError
 
     directory = Path(report_dir)
     missing = [
-        name for name in (AUDIT_JSON, EXPLAIN_ARCHIVE, "ranking.parquet") if not (directory / name).exists()
+        name for name in (AUDIT_JSON, EXPLAIN_ARCHIVE, "ranking.parquet") if not (directory / name).is_file()
     ]
     if missing:
         raise InputError(
             f"{directory} is not an audit report folder with explanations (no {', '.join(missing)}); run "
             "`relabel audit ... --report DIR` first, or explain without --from (refits the model)"
         )
-    facts = json.loads((directory / AUDIT_JSON).read_text(encoding="utf-8"))
-    if int(facts.get("format", 0)) > ARCHIVE_FORMAT:
+    facts = _read_audit_facts(directory / AUDIT_JSON)
+    tables = [_read_archive_table(directory / name, columns) for name, columns in ARCHIVE_COLUMNS.items()]
+    return facts, tables[0], tables[1]
+
+
+_DAMAGED = "re-run `relabel audit ... --report DIR`, or explain without --from (refits the model)"
+
+
+def _read_audit_facts(path: Path) -> dict[str, Any]:
+    """``audit.json`` as a dict; InputError naming it when it is cut, not JSON, or not what audit writes."""
+    from relabel.errors import InputError, shown
+
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror or error})") from None
+    except (UnicodeDecodeError, ValueError):
         raise InputError(
-            f"{directory / AUDIT_JSON} was written by a newer relabel (format {facts['format']})"
-        )
-    return facts, pd.read_parquet(directory / EXPLAIN_ARCHIVE), pd.read_parquet(directory / "ranking.parquet")
+            f"{path} is damaged (not complete JSON: cut off or not written by relabel); {_DAMAGED}"
+        ) from None
+    if not isinstance(facts, dict):
+        raise InputError(f"{path} is damaged (a JSON {type(facts).__name__}, not an object); {_DAMAGED}")
+    version = facts.get("format", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(f"{path} is damaged (format {shown(version)} is not a whole number); {_DAMAGED}")
+    if version > ARCHIVE_FORMAT:
+        raise InputError(f"{path} was written by a newer relabel (format {version})")
+    template = facts.get("task_url")
+    if template is not None:
+        try:
+            template.format(task_id=1)
+        except (AttributeError, KeyError, IndexError, ValueError):
+            raise InputError(
+                f"{path} is damaged (task_url {shown(template)} is not a link template); {_DAMAGED}"
+            ) from None
+    return facts
+
+
+def _read_archive_table(path: Path, columns: Mapping[str, bool]) -> pd.DataFrame:
+    """One Parquet file of the archive; InputError naming the file (and column) when it is not Parquet, lacks
+    a column, holds a non-number where a number belongs, or a list or struct in a cell."""
+    import pyarrow
+
+    from relabel.errors import InputError, shown
+
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError, TypeError, NotImplementedError, pyarrow.ArrowException) as error:
+        detail = " ".join(str(error).split())[:120]
+        raise InputError(f"{path} is damaged or not a Parquet file ({detail}); {_DAMAGED}") from None
+    absent = [column for column in columns if column not in table.columns]
+    if absent:
+        raise InputError(f"{path} is damaged: no column {', '.join(absent)}; {_DAMAGED}")
+    optional = [column for column in OPTIONAL_NUMBERS if column in table.columns]
+    for column, numeric in {**columns, **dict.fromkeys(optional, True)}.items():
+        values = table[column]
+        for row, value in enumerate(values.tolist(), start=1):
+            if isinstance(value, (list, tuple, dict, set, np.ndarray, bytes)):
+                raise InputError(
+                    f"{path} is damaged: row {row}, column {column!r} holds {shown(value, 40)}, not one "
+                    f"value; {_DAMAGED}"
+                )
+        if numeric:
+            number = pd.to_numeric(values, errors="coerce")
+            unreadable = number.isna() if column not in optional else number.isna() & values.notna()
+            bad = np.flatnonzero(unreadable.to_numpy())
+            if len(bad):
+                raise InputError(
+                    f"{path} is damaged: row {int(bad[0]) + 1}, column {column!r} holds "
+                    f"{shown(values.iloc[int(bad[0])], 40)}, not a number; {_DAMAGED}"
+                )
+    return table
 
 
 def record_sync(report_dir: str | Path, sync: Mapping[str, Any]) -> Path:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from relabel.errors import InputError
+from relabel.errors import InputError, shown
 from relabel.influence.auto import SolverChoice, build_solver
 from relabel.influence.base import InfluenceSolver
 from relabel.influence.cg import CgConfig
@@ -84,7 +84,9 @@ def encode_labels(y: Sequence[Any], classes: Sequence[Any] | None) -> tuple[np.n
     indices = np.empty(len(y_array), dtype=np.int64)
     for row, label in enumerate(y_array.tolist()):
         if label not in lookup:
-            raise InputError(f"label {label!r} at row {row} is not one of the classes {list(classes)}")
+            raise InputError(
+                f"label {shown(label)} at row {row} is not one of the classes {shown(list(classes), 200)}"
+            )
         indices[row] = lookup[label]
     return indices, list(classes)
 
@@ -96,14 +98,14 @@ def check_class_counts(y: np.ndarray, classes: Sequence[Any], item_ids: Sequence
     if len(present) < 2:
         only = classes[present[0]] if len(present) else None
         raise InputError(
-            f"all {len(y)} items have the same label {only!r}: ranking needs at least two classes"
+            f"all {len(y)} items have the same label {shown(only)}: ranking needs at least two classes"
         )
     for index in present:
         if counts[index] == 1:
             row = int(np.flatnonzero(y == index)[0])
-            item = f"id {item_ids[row]!r}" if item_ids is not None else f"row {row}"
+            item = f"id {shown(item_ids[row])}" if item_ids is not None else f"row {row}"
             raise InputError(
-                f"class {classes[index]!r} has a single item ({item}); a class needs at least 2 items "
+                f"class {shown(classes[index])} has a single item ({item}); a class needs at least 2 items "
                 "to be learned: check that item's label or drop the class"
             )
 
@@ -205,9 +207,9 @@ class SuspicionScorer:
         bad = np.argwhere(~np.isfinite(X.reshape(X.shape[0], -1)))
         if bad.size:
             row = bad[0][0]
-            item = f"id {item_ids[row]!r}" if item_ids is not None else f"row {row}"
+            item = f"id {shown(item_ids[row])}" if item_ids is not None else f"row {row}"
             raise InputError(
-                f"X has a non-finite value (NaN or inf) at {item}, feature {bad[0][1]}: "
+                f"X has a non-finite value (NaN or inf) at {item}, feature {int(bad[0][1])}: "
                 "clean or impute it first"
             )
         self.y, self.classes = encode_labels(y, classes)

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relabel.errors import InputError
+from relabel.errors import InputError, shown
 from relabel.featurizers import CNN_IMAGE_SIZE, FEATURE_SETS, PIXEL_IMAGE_SIZE
 from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
 from relabel.selection import DEFAULT_TOP_FRACTION
@@ -125,15 +125,15 @@ class AuditSettings:
         if self.top is not None and self.top_fraction is not None:
             raise InputError("give top (an item count) or top_fraction (a share), not both")
         if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
-            raise InputError(f"top must be a whole number ≥ 1; got {self.top!r}")
+            raise InputError(f"top must be a whole number ≥ 1; got {shown(self.top)}")
         if self.top_fraction is not None and not 0 < float(self.top_fraction) <= 1:
-            raise InputError(f"top_fraction must be in (0, 1]; got {self.top_fraction!r}")
+            raise InputError(f"top_fraction must be in (0, 1]; got {shown(self.top_fraction)}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
-            raise InputError(f"image_size must be a whole number of pixels ≥ 1; got {self.image_size!r}")
+            raise InputError(f"image_size must be a whole number of pixels ≥ 1; got {shown(self.image_size)}")
         if not float(self.l2) > 0:
-            raise InputError(f"l2 must be > 0; got {self.l2!r}")
+            raise InputError(f"l2 must be > 0; got {shown(self.l2)}")
         if not isinstance(self.explain_top, int) or self.explain_top < 0:
-            raise InputError(f"explain_top must be a whole number ≥ 0; got {self.explain_top!r}")
+            raise InputError(f"explain_top must be a whole number ≥ 0; got {shown(self.explain_top)}")
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -164,4 +164,4 @@ class AuditSettings:
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {shown(value)}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from relabel.errors import InputError
+from relabel.errors import InputError, shown
 
 EPILOG = """
 examples:
@@ -163,8 +163,9 @@ def known_errors_from_file(args: argparse.Namespace, items: Any) -> tuple[np.nda
         text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
         if text not in lookup:
             raise InputError(
-                f"item {items.dataset.ids[position]!r}: true label {raw!r} in "
-                f"{args.true_label_column!r} is not one of the classes {items.dataset.classes}"
+                f"item {shown(items.dataset.ids[position])}: true label {shown(raw)} in "
+                f"{args.true_label_column!r} is not one of the classes "
+                f"{shown(list(items.dataset.classes), 200)}"
             )
         true_labels[position] = lookup[text]
     return known_errors, true_labels
