@@ -33,6 +33,8 @@ class LabeledDataset:
     source:     free-form description of where the data came from (url, project id, file path).
     extra_columns: per-item columns read beside the inputs and kept out of them (e.g. a file's known-error
                 column for ``relabel compare``), one row per item in ``ids`` order.
+    skipped:    labeled items left out because their input could not be read (a malformed image URL, an
+                image that is not one, a non-numeric tabular cell): item id → the one-line reason.
     """
 
     ids: np.ndarray
@@ -44,6 +46,7 @@ class LabeledDataset:
     unlabeled_ids: list = field(default_factory=list)
     source: dict = field(default_factory=dict)
     extra_columns: pd.DataFrame = field(default_factory=pd.DataFrame)
+    skipped: dict[Any, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)

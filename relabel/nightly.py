@@ -112,8 +112,13 @@ class ProjectConfig:
         for required in ("url", "project"):
             if required not in entry:
                 raise InputError(f"{where}: {required} is missing")
-        if not isinstance(entry["project"], int):
+        if not isinstance(entry["project"], int) or isinstance(entry["project"], bool):
             raise InputError(f"{where}: project must be an integer id; got {entry['project']!r}")
+        if not isinstance(entry["url"], str):
+            raise InputError(f'{where}: url must be a string such as "http://localhost:8080"')
+        from connectors.label_studio.client import server_base_url
+
+        server_base_url(entry["url"], f"{where}: url")  # no credentials, query or bad port; never echoed
         location = {key: entry[key] for key in LOCATION_KEYS if key in entry}
         location.setdefault("name", f"project-{entry['project']}")
         settings = AuditSettings.from_mapping(
@@ -596,6 +601,9 @@ def _details(result: Any, new_flags: int, bookkeeping: ReviewBookkeeping) -> str
         )
         push_summary = f"queue={result.settings.queue} pushed_new={created} url={result.url}"
     report = f" report={result.report_path}" if result.report_path is not None else ""
+    skipped = sorted(getattr(result, "skipped", None) or {})
+    if skipped:  # labeled tasks whose input could not be read (the summary of `relabel audit` names why)
+        report += f" skipped_unreadable={len(skipped)}(task ids {','.join(map(str, skipped[:10]))})"
     timing = ",".join(f"{name}={value:.1f}s" for name, value in result.seconds.items())
     return (
         f"labeled={result.n_labeled} flagged={result.n_flagged} new={new_flags} "

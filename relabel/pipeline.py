@@ -65,14 +65,22 @@ class AuditResult:
     def n_flagged(self) -> int:
         return len(self.flagged_task_ids)
 
+    @property
+    def skipped(self) -> dict[Any, str]:
+        """Labeled tasks left out because their input could not be read: task id → one-line reason."""
+        return dict(getattr(self.dataset, "skipped", None) or {})
+
     def summary(self) -> str:
         """A few human-readable lines: what was ranked, what was pushed, and where to look."""
+        skipped = self.skipped
         lines = [
             f"project {self.project_id}: {self.n_tasks} tasks, {self.n_labeled} labeled and ranked "
-            f"({self.n_unlabeled} without a usable label left out); model {self.settings.model}, "
-            f"method {self.settings.method}",
-            f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})",
+            f"({self.n_unlabeled} without a usable label left out"
+            + (f", {len(skipped)} skipped: input unreadable" if skipped else "")
+            + f"); model {self.settings.model}, method {self.settings.method}",
         ]
+        lines += skipped_lines(skipped)
+        lines.append(f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})")
         if self.triage is not None:
             lines.append(self.triage.summary_line())
         lines += self.solver_lines()
@@ -103,6 +111,22 @@ class AuditResult:
         return lines
 
 
+SKIPPED_SHOWN = 5  # skipped tasks named one per line in the summary (all of them in --json)
+
+
+def skipped_lines(skipped: dict[Any, str], limit: int = SKIPPED_SHOWN) -> list[str]:
+    """The summary's lines about tasks left out because their input could not be read: a count with their
+    ids, then the reason of the first ``limit`` (each reason names its task)."""
+    if not skipped:
+        return []
+    ids = sorted(skipped)
+    lines = [f"skipped {len(ids)} labeled tasks whose input could not be read (task ids {_preview(ids)}):"]
+    lines += [f"  {skipped[task_id]}" for task_id in ids[:limit]]
+    if len(ids) > limit:
+        lines.append(f"  … and {len(ids) - limit} more (all of them in --json)")
+    return lines
+
+
 def _preview(ids: list[int], limit: int = 10) -> str:
     shown = ", ".join(str(task_id) for task_id in ids[:limit])
     return shown + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
@@ -120,6 +144,13 @@ def pull_labeled(
 ) -> LabeledDataset:
     """The pull stage: the project's labeled items; InputError when no task has a usable label."""
     dataset = connector.pull(project_id, control=control, progress=progress)
+    skipped = getattr(dataset, "skipped", None) or {}
+    if len(dataset) == 0 and skipped:
+        first = min(skipped)
+        raise InputError(
+            f"project {project_id}: the input of every labeled task could not be read ({len(skipped)} "
+            f"skipped; the first: {skipped[first]}); fix the task data"
+        )
     if len(dataset) == 0:
         raise InputError(
             f"project {project_id} has no labeled tasks ({len(dataset.unlabeled_ids)} tasks without a usable "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -327,8 +328,9 @@ def test_image_fetch_failure_names_the_task(
         ],
     )
     connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
-    with pytest.raises(ConnectorError, match=rf"Task {task_id}: fetching its image .* answered HTTP 404"):
-        connector.pull(project_id)
+    dataset = connector.pull(project_id)  # one bad task is skipped and named, never a stop
+    assert len(dataset) == 0 and list(dataset.skipped) == [task_id]
+    assert re.fullmatch(rf"Task {task_id}: fetching its image .* answered HTTP 404", dataset.skipped[task_id])
 
 
 def test_file_downloads_scope_the_token_to_the_label_studio_origin(
@@ -386,7 +388,7 @@ def test_tabular_round_trip_nested_and_flat(label_studio: LocalLabelStudio) -> N
 
 def test_tabular_non_numeric_cell_names_task_and_column(label_studio: LocalLabelStudio) -> None:
     project_id = create_project(label_studio, tabular_classification_config(["low", "high"]), "tabular bad")
-    _, bad = import_tasks(
+    good, bad = import_tasks(
         label_studio,
         project_id,
         [
@@ -395,8 +397,11 @@ def test_tabular_non_numeric_cell_names_task_and_column(label_studio: LocalLabel
         ],
     )
     connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
-    with pytest.raises(ConnectorError, match=rf"Task {bad}: column 'x' is 'tall'"):
-        connector.pull(project_id)
+    dataset = connector.pull(project_id)  # the bad task is skipped and named; the other one is kept
+    assert dataset.ids.tolist() == [good] and dataset.inputs.index.tolist() == [good]
+    assert list(dataset.skipped) == [bad] and dataset.skipped[bad].startswith(
+        f"Task {bad}: column 'x' is 'tall'"
+    )
 
 
 # ----------------------------------------------------------------------------------------- auth and errors

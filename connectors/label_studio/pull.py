@@ -3,7 +3,12 @@
 Which control holds the label and which input kind it labels: :mod:`connectors.label_studio.config`.
 Which annotations count and which label wins: :mod:`connectors.label_studio.annotations` (cancelled ones
 and drafts do not count; several annotators → majority, ties to the newest, ``disagreement`` recorded).
-Tasks without a usable annotation go to ``unlabeled_ids``.
+Tasks without a usable annotation go to ``unlabeled_ids``. A labeled task whose input cannot be read (an
+image URL with a bad port, a broken IPv6 literal or an unknown scheme, a data: URI or a download that is not
+an image, an image that answers 404, a missing input field, a tabular cell that is not a number) is left
+out and named in ``dataset.skipped`` (task id → reason): one bad task never stops the others. What stops
+the pull is what no task can get past: a rejected token, an unreachable server, an unsupported config, a
+label that is not one of the config's choices.
 
 Inputs: text → ``list[str]`` (``task.data[<value key>]``; HyperText: the raw HTML); image → ``list[bytes]``
 (the file the task's URL points at: Label Studio uploads are fetched with the token, other hosts without
@@ -32,6 +37,7 @@ import binascii
 import io
 import json
 import urllib.parse
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,14 +49,18 @@ import requests
 from tqdm.auto import tqdm
 
 from connectors.label_studio.annotations import majority_label
-from connectors.label_studio.client import LabelStudioClient
+from connectors.label_studio.client import LabelStudioClient, host_problem, redact_url
 from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
 from relabel.dataset import LabeledDataset
-from relabel.errors import ConnectorError
+from relabel.errors import ConnectorError, shown
 
 PullMethod = Literal["export", "list"]
 IMAGE_FETCH_WORKERS = 8
 PROVENANCE_COLUMNS = ["annotation_id", "annotator", "updated_at", "n_annotations", "disagreement"]
+
+
+class UnreadableInputError(ConnectorError):
+    """One task's input cannot be read (the pull skips that task and names it; see the module docstring)."""
 
 
 @dataclass
@@ -119,15 +129,20 @@ def pull_project(
                 "disagreement": decision.disagreement,
             }
         )
-    ids = np.array([int(task["id"]) for task in labeled], dtype=np.int64)
+    inputs, skipped = _inputs(client, target, labeled, progress)
+    kept = [position for position, task in enumerate(labeled) if int(task["id"]) not in skipped]
+    ids = np.array([int(labeled[position]["id"]) for position in kept], dtype=np.int64)
+    if len(kept) < len(labeled) and isinstance(inputs, list):
+        inputs = [inputs[position] for position in kept]
     dataset = LabeledDataset(
         ids=ids,
-        inputs=_inputs(client, target, labeled, progress),
+        inputs=inputs,
         kind=target.kind,
-        labels=np.array(labels, dtype=object),
+        labels=np.array([labels[position] for position in kept], dtype=object),
         classes=target.classes,
-        provenance=_provenance(rows, ids),
+        provenance=_provenance([rows[position] for position in kept], ids),
         unlabeled_ids=unlabeled_ids,
+        skipped=skipped,
         source={
             "type": "label_studio",
             "url": client.url,
@@ -139,6 +154,7 @@ def pull_project(
             "method": method,
             "n_tasks": len(tasks),
             "n_unlabeled": len(unlabeled_ids),
+            "n_skipped": len(skipped),
             "n_disagreements": int(sum(row["disagreement"] for row in rows)),
         },
     )
@@ -163,36 +179,62 @@ def _provenance(rows: list[dict[str, Any]], ids: np.ndarray) -> pd.DataFrame:
 
 def _inputs(
     client: LabelStudioClient, target: ClassificationTarget, tasks: Sequence[dict[str, Any]], progress: bool
-) -> Any:
+) -> tuple[Any, dict[int, str]]:
+    """(inputs of the readable tasks, {task id: reason} of the unreadable ones). Inputs are in task order: a
+    list for text and images (one entry per task, the skipped ones included, to be dropped by the caller), a
+    DataFrame of the readable tasks only for tabular data."""
     value_key = str(target.object_tag.value_key)
-    if target.kind == "text":
-        texts = []
-        for task in tasks:
-            value = _task_field(task, value_key)
-            texts.append(value if isinstance(value, str) else json.dumps(value))
-        return texts
+    if target.kind == "tabular":
+        return _tabular_inputs(tasks, value_key)
+    skipped: dict[int, str] = {}
     if target.kind == "image":
-        return _fetch_images(client, tasks, value_key, progress)
-    return _tabular_inputs(tasks, value_key)
+        return _fetch_images(client, tasks, value_key, progress, skipped), skipped
+    texts: list[str] = []
+    for task in tasks:
+        try:
+            value = _task_field(task, value_key)
+        except UnreadableInputError as error:
+            skipped[int(task["id"])] = str(error)
+            value = ""
+        if value is None:
+            skipped[int(task["id"])] = f"Task {task['id']}: its data field {value_key!r} is null (no text)"
+        texts.append(value if isinstance(value, str) else json.dumps(value))
+    return texts, skipped
 
 
 def _fetch_images(
-    client: LabelStudioClient, tasks: Sequence[dict[str, Any]], value_key: str, progress: bool
+    client: LabelStudioClient,
+    tasks: Sequence[dict[str, Any]],
+    value_key: str,
+    progress: bool,
+    skipped: dict[int, str],
 ) -> list[bytes]:
+    """Every task's image bytes, in task order (b"" for a task recorded in ``skipped`` with its reason)."""
     references = []
     for task in tasks:
-        value = _task_field(task, value_key)
-        if not isinstance(value, str) or not value:
-            raise ConnectorError(f"Task {task['id']}: data field {value_key!r} is not an image URL")
+        try:
+            value = _task_field(task, value_key)
+            if not isinstance(value, str) or not value:
+                raise UnreadableInputError(
+                    f"Task {task['id']}: data field {value_key!r} is not an image URL ({shown(value, 40)})"
+                )
+        except UnreadableInputError as error:
+            skipped[int(task["id"])] = str(error)
+            value = None
         references.append((int(task["id"]), value))
     anonymous = requests.Session()
     anonymous.headers["User-Agent"] = "relabel-connector"
 
-    def fetch(reference: tuple[int, str]) -> bytes:
-        return fetch_image(client, reference[1], task_id=reference[0], anonymous_session=anonymous)
+    def fetch(reference: tuple[int, str | None]) -> bytes | UnreadableInputError:
+        if reference[1] is None:
+            return b""
+        try:
+            return fetch_image(client, reference[1], task_id=reference[0], anonymous_session=anonymous)
+        except UnreadableInputError as error:
+            return error
 
     with ThreadPoolExecutor(max_workers=IMAGE_FETCH_WORKERS) as pool:
-        images = list(
+        answers = list(
             tqdm(
                 pool.map(fetch, references),
                 total=len(references),
@@ -202,6 +244,12 @@ def _fetch_images(
             )
         )
     anonymous.close()
+    images: list[bytes] = []
+    for (task_id, _), answer in zip(references, answers, strict=True):
+        if isinstance(answer, UnreadableInputError):
+            skipped[task_id] = str(answer)
+            answer = b""
+        images.append(answer)
     return images
 
 
@@ -214,40 +262,75 @@ def fetch_image(
     """The bytes of the image a task refers to (a data: URI, a Label Studio path/URL, or an external URL).
 
     Label Studio uploads (any path or URL on the server's origin) are fetched with the token; URLs on any
-    other origin without credentials. ConnectorError naming the task when the image cannot be read or is
-    not an image Pillow can open.
+    other origin without credentials. :class:`UnreadableInputError` naming the task when this task's image
+    cannot be read (a malformed URL, another scheme, an HTTP error, a host that cannot be reached, content
+    Pillow cannot open); ConnectorError when no task could be read (the token rejected, this Label Studio
+    unreachable).
     """
     where = f"Task {task_id}" if task_id is not None else "Image"
     if reference.startswith("data:"):
         content = _decode_data_uri(reference, where)
     else:
-        url = client.absolute_url(reference)
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ConnectorError(
-                f"{where}: image URL scheme {scheme!r} is not supported ({_shorten(reference)}); relabel "
-                "reads Label Studio uploads, http(s) URLs and data: URIs"
-            )
+        url = _checked_image_url(client, reference, where)
         try:
             status, content = client.download_file(url, anonymous_session or requests.Session())
         except requests.RequestException as error:
-            raise ConnectorError(
-                f"{where}: could not fetch its image {_shorten(url)} ({type(error).__name__})"
+            raise UnreadableInputError(
+                f"{where}: could not fetch its image {_shown_url(url)} ({type(error).__name__})"
             ) from None
-        except ConnectorError as error:
-            raise ConnectorError(f"{where}: could not fetch its image {_shorten(url)}: {error}") from None
         if status == 401 and client.is_on_server(url):
             raise client.rejected_token_error()
         if status != 200:
-            raise ConnectorError(f"{where}: fetching its image {_shorten(url)} answered HTTP {status}")
+            raise UnreadableInputError(
+                f"{where}: fetching its image {_shown_url(url)} answered HTTP {status}"
+            )
     _check_image(content, where)
     return content
+
+
+def _checked_image_url(client: LabelStudioClient, reference: str, where: str) -> str:
+    """``reference`` as an absolute http(s) URL; UnreadableInputError naming the task for one that is
+    malformed (a port not a number in 1-65535, a broken IPv6 literal, no host, spaces) or of another
+    scheme."""
+    try:
+        url = client.absolute_url(reference)
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise UnreadableInputError(
+            f"{where}: its image URL is malformed ({_url_problem(error)}): {_shown_url(reference)}"
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnreadableInputError(
+            f"{where}: image URL scheme {scheme!r} is not supported ({_shown_url(reference)}); relabel "
+            "reads Label Studio uploads, http(s) URLs and data: URIs"
+        )
+    problem = host_problem(parts.netloc) if parts.hostname else "no host"
+    if problem:
+        raise UnreadableInputError(
+            f"{where}: its image URL is malformed ({problem}): {_shown_url(reference)}"
+        )
+    if port == 0 or any(character.isspace() for character in url):
+        raise UnreadableInputError(
+            f"{where}: its image URL is malformed (no host, port 0 or a space): {_shown_url(reference)}"
+        )
+    return url
+
+
+def _url_problem(error: ValueError) -> str:
+    text = str(error)
+    if "IPv6" in text:
+        return "a broken IPv6 address"
+    if "ort" in text:
+        return "the port is not a number in 1-65535"
+    return _shorten(text, 60)
 
 
 def _task_field(task: dict[str, Any], key: str) -> Any:
     data = task.get("data") or {}
     if key not in data:
-        raise ConnectorError(
+        raise UnreadableInputError(
             f"Task {task.get('id')}: its data has no field {key!r} (fields: "
             f"{', '.join(sorted(data)) or 'none'}), "
             f"but the labeling config reads ${key}"
@@ -259,16 +342,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _tabular_inputs(tasks: Sequence[dict[str, Any]], value_key: str) -> pd.DataFrame:
-    """Numeric rows: ``task.data[value_key]`` as a dict of column -> number, else the numeric top-level
-    fields."""
+def _tabular_inputs(tasks: Sequence[dict[str, Any]], value_key: str) -> tuple[pd.DataFrame, dict[int, str]]:
+    """(numeric rows of the readable tasks, {task id: reason} of the others): ``task.data[value_key]`` as a
+    dict of column -> number when any task has it so (the columns: those at least half of the rows hold; a
+    task whose field is not such a dict, lacks a column or holds a value that is not a finite number is
+    skipped), else the top-level fields that are numeric in every labeled task."""
     if not tasks:
-        return pd.DataFrame(index=pd.Index([], name="id", dtype="int64"))
-    index = pd.Index([int(task["id"]) for task in tasks], name="id")
-    nested = all(isinstance((task.get("data") or {}).get(value_key), dict) for task in tasks)
+        return pd.DataFrame(index=pd.Index([], name="id", dtype="int64")), {}
+    nested = any(isinstance((task.get("data") or {}).get(value_key), dict) for task in tasks)
     if nested:
-        rows = [task["data"][value_key] for task in tasks]
-        columns = list(dict.fromkeys(key for row in rows for key in row))
+        rows = [(task.get("data") or {}).get(value_key) for task in tasks]
+        dicts = [row for row in rows if isinstance(row, dict)]
+        seen = Counter(key for row in dicts for key in row)  # a column most rows lack is one task's oddity
+        columns = [
+            key for key in dict.fromkeys(key for row in dicts for key in row) if 2 * seen[key] >= len(dicts)
+        ]
     else:
         rows = [task.get("data") or {} for task in tasks]
         columns = [key for key, value in rows[0].items() if _is_number(value)]
@@ -279,42 +367,73 @@ def _tabular_inputs(tasks: Sequence[dict[str, Any]], value_key: str) -> pd.DataF
                 "number, and no "
                 "top-level task-data field is numeric in every labeled task; tabular input needs numbers"
             )
-    matrix = np.empty((len(rows), len(columns)), dtype=np.float64)
-    for row_number, (task, row) in enumerate(zip(tasks, rows, strict=True)):
-        for column_number, column in enumerate(columns):
-            value = row.get(column)
-            if not _is_number(value) or not np.isfinite(value):
-                raise ConnectorError(
-                    f"Task {task.get('id')}: column {column!r} is {value!r}, not a finite number; "
-                    "tabular input "
-                    "needs a number in every column"
-                )
-            matrix[row_number, column_number] = float(value)
-    return pd.DataFrame(matrix, columns=[str(column) for column in columns], index=index)
+    skipped: dict[int, str] = {}
+    kept_ids: list[int] = []
+    matrix: list[list[float]] = []
+    for task, row in zip(tasks, rows, strict=True):
+        problem = _tabular_row_problem(row, columns, value_key)
+        if problem is not None:
+            skipped[int(task["id"])] = f"Task {task.get('id')}: {problem}"
+            continue
+        kept_ids.append(int(task["id"]))
+        matrix.append([float(row[column]) for column in columns])
+    frame = pd.DataFrame(
+        np.array(matrix, dtype=np.float64).reshape(len(matrix), len(columns)),
+        columns=[str(column) for column in columns],
+        index=pd.Index(kept_ids, name="id", dtype="int64"),
+    )
+    return frame, skipped
+
+
+def _tabular_row_problem(row: Any, columns: Sequence[str], value_key: str) -> str | None:
+    """Why one task's tabular row cannot be read (None if it can)."""
+    if not isinstance(row, dict):
+        return f"data field {value_key!r} is {shown(row, 40)}, not a dict of column -> number"
+    for column in columns:
+        value = row.get(column)
+        if not _is_number(value) or not np.isfinite(value):
+            return (
+                f"column {column!r} is {shown(value, 40)}, not a finite number; tabular input needs a "
+                "number in every column"
+            )
+    return None
 
 
 def _decode_data_uri(uri: str, where: str) -> bytes:
     header, separator, payload = uri.partition(",")
     if not separator:
-        raise ConnectorError(f"{where}: its image data: URI has no ',' separating header and data")
+        raise UnreadableInputError(f"{where}: its image data: URI has no ',' separating header and data")
     try:
         if header.endswith(";base64"):
             return base64.b64decode(payload, validate=False)
         return urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError):
-        raise ConnectorError(f"{where}: its image data: URI is not valid base64") from None
+        raise UnreadableInputError(f"{where}: its image data: URI is not valid base64") from None
 
 
 def _check_image(content: bytes, where: str) -> None:
+    """UnreadableInputError naming the task unless ``content`` decodes completely as an image (a cut file that
+    passes Pillow's header check fails here, not later in the featurizer, which would stop the audit)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(content)) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ConnectorError(
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise UnreadableInputError(
             f"{where}: its image ({len(content)} bytes) is not an image file Pillow can read"
         ) from None
+
+
+def _shown_url(url: str) -> str:
+    """An image URL for a message: without its query string and fragment (a signed URL's signature or a
+    token would sit there; shown as ``?…``) and without a ``user:password@`` part; at most 120 characters."""
+    base, query, _ = url.partition("?")
+    base, fragment, _ = base.partition("#")
+    base = redact_url(base) if "@" in base else base
+    if base.startswith("data:"):
+        base = base[:30]
+    return _shorten(base + ("?…" if query or fragment else ""))
 
 
 def _shorten(text: str, limit: int = 120) -> str:

@@ -163,12 +163,15 @@ def audit_triage(result: Any) -> dict[str, Any] | None:
 def audit_json(result: Any, triage: dict[str, Any] | None) -> dict[str, Any]:
     """``relabel audit --json``: the summary's numbers and URLs as one JSON object."""
     report = None if result.report_path is None else Path(result.report_path)
+    skipped = sorted((getattr(result, "skipped", None) or {}).items())
     return {
         "command": "audit",
         "project_id": result.project_id,
         "n_tasks": result.n_tasks,
         "n_labeled": result.n_labeled,
         "n_unlabeled": result.n_unlabeled,
+        "n_skipped": len(skipped),
+        "skipped_tasks": [{"task_id": int(task_id), "reason": reason} for task_id, reason in skipped],
         "n_features": result.n_features,
         "model": result.settings.model,
         "method": result.settings.method,
