@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 
 from tests.odd_values import (
     OTHER_TOKEN,
@@ -101,7 +100,7 @@ def file_command(rng: random.Random, path: Path, folder: Path) -> list[str]:
             "--checked", "0.1", "--out", str(folder / "compare"), "--quiet",
         ]  # fmt: skip
     item = rng.choice(["105", "100", "7", "x", "1e3"])
-    return ["explain", str(path), "--id-column", "id", *columns, "--item", item, "--top", "3", "--quiet"]
+    return ["explain", str(path), "--id-column", "id", *columns, "--item", item, "--per-side", "3", "--quiet"]
 
 
 def test_fuzz_files_through_rank_compare_and_explain(tmp_path: Path, capsys) -> None:
@@ -166,7 +165,7 @@ def damage_folder(rng: random.Random, folder: Path) -> str:
     else:
         try:
             table = pd.read_parquet(path)
-        except Exception:  # noqa: BLE001 - damaged by an earlier step of this case: damage it further
+        except Exception:  # damaged by an earlier step of this case (pyarrow's errors vary): damage further
             path.write_bytes(b"PAR1")
             return f"{name}: unreadable, cut to its magic bytes"
         column = rng.choice(list(table.columns))
@@ -298,7 +297,7 @@ def import_each(server: Any, project_id: int, tasks: list[dict[str, Any]]) -> li
     for task in tasks:
         try:
             ids.append(import_tasks(server, project_id, [task])[0])
-        except (requests.RequestException, RuntimeError, AssertionError, Exception):
+        except Exception:  # the seeding helper's error for a refused import (the server's own validation)
             ids.append(None)
     return ids
 
