@@ -262,3 +262,23 @@ def test_errors_under_json_are_one_json_object(argv, capsys, monkeypatch) -> Non
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.startswith("relabel: error: ")
         assert payload["error"] in captured.err
+
+
+def test_a_locked_project_under_json_is_one_json_object_with_exit_code_3(monkeypatch, capsys) -> None:
+    from relabel.errors import LockedError
+
+    class Locked:
+        url = "http://ls.test"
+
+        def sync(self, *args, **kwargs):
+            raise LockedError(
+                "another relabel run (audit on host, pid 1) is writing project 3's review queue"
+            )
+
+    monkeypatch.setattr("relabel.commands.sync.connector_from_args", lambda args: Locked())
+    assert main(["sync", "--project", "3", "--json"]) == 3
+    payload = json.loads(capsys.readouterr().out)
+    assert payload == {"command": "sync", "error": payload["error"], "exit_code": 3}
+    assert "another relabel run" in payload["error"]
+    assert main(["sync", "--project", "3"]) == 3
+    assert capsys.readouterr().err.startswith("relabel: error: another relabel run")
