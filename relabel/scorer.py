@@ -24,7 +24,7 @@ from relabel.influence.auto import SolverChoice, build_solver
 from relabel.influence.base import InfluenceSolver
 from relabel.influence.cg import CgConfig
 from relabel.influence.direct import DEFAULT_HESSIAN_MEMORY_BUDGET
-from relabel.influence.exact import ExactLogisticSolver, LogisticGradients
+from relabel.influence.exact import PRECISIONS, ExactLogisticSolver, LogisticGradients
 from relabel.influence.lissa import LissaConfig
 from relabel.influence.scope import DEFAULT_SCOPE_BUDGET_SECONDS, SCOPES, ParameterScope, choose_scope
 from relabel.influence.torch_objective import (
@@ -143,6 +143,7 @@ class SuspicionScorer:
         max_training_seconds: float = 600.0,
         influence_parameters: str = "auto",
         scope_budget_seconds: float = DEFAULT_SCOPE_BUDGET_SECONDS,
+        exact_precision: str = "float64",
     ) -> None:
         if isinstance(model, str) and model not in MODEL_NAMES:
             raise InputError(
@@ -168,6 +169,11 @@ class SuspicionScorer:
         self.requested_solver = self.solver_name
         self.cg_config = cg or CgConfig(seed=seed)
         self.hessian_memory_budget = int(hessian_memory_budget)
+        if exact_precision not in PRECISIONS:
+            raise InputError(
+                f"exact_precision must be one of {', '.join(PRECISIONS)}; got {exact_precision!r}"
+            )
+        self.exact_precision = exact_precision
         self.max_training_seconds = float(max_training_seconds)
         self.solver_choice: SolverChoice | None = None
         self.l2 = float(l2)
@@ -388,7 +394,10 @@ class SuspicionScorer:
                     total=gradients.n_items, desc="Hessian", disable=not self.progress, leave=False
                 ) as bar:
                     self._solver = ExactLogisticSolver(
-                        gradients, self.chunk_size, hessian_progress=bar.update
+                        gradients,
+                        self.chunk_size,
+                        hessian_progress=bar.update,
+                        precision=self.exact_precision,
                     )
             else:
                 self._solver, self.solver_choice = build_solver(
@@ -493,7 +502,10 @@ def rank(
     ``predicted_class`` and ``predicted_probability``. ``item_ids`` name items in error messages.
     ``influence_parameters`` (deep models): "auto" (all parameters when that is estimated within
     ``scope_budget_seconds``, default 120 s, else the last layer), "all" or "last"; see
-    :mod:`relabel.influence.scope`. Other options: see :class:`SuspicionScorer`.
+    :mod:`relabel.influence.scope`. ``exact_precision`` (logistic, exact solver): "float64" (default) or
+    "mixed" (float32 products and solves, float64 Cholesky factor, accuracy measured on probe items and
+    float64 used when the estimate exceeds 1e-5 relative; see
+    :class:`relabel.influence.exact.ExactLogisticSolver`). Other options: see :class:`SuspicionScorer`.
     """
     scorer = SuspicionScorer(model=model, solver=solver, l2=l2, seed=seed, device=device, **options)
     return scorer.fit(X, y, classes, item_ids).scores(methods)

@@ -9,6 +9,10 @@
      Cholesky        scipy.linalg.cholesky of a p×p SPD matrix
      triangular      scipy.linalg.solve_triangular of a p×p factor against n right-hand sides (chunks)
    The ratio column is relabel's time over the sum of the bare stages (target ≤ 1.3).
+   With --precision: float64 against mixed precision (float32 GEMM/SYRK and triangular solves, float64
+   Cholesky) at the same sizes, runs alternated (float64, mixed, float64, mixed, ... --repeats rounds; the
+   fastest of each kept, as other load on the machine only slows a run down): seconds, speed-up, the
+   largest and median relative error over all n items against float64, and the solver's own estimate.
 2. LiSSA self-influence of every digits item for an MLP: right-hand sides solved in blocks vs one point
    at a time, with accuracy against the explicit (H + δI)⁻¹ built from Hessian-vector products.
    Two Hessian modes: the full-data H (deterministic, stops on the relative-change tolerance) and
@@ -19,6 +23,7 @@ Usage:
     .venv/bin/python scripts/bench_scoring.py                 # both tables, full sizes (several minutes)
     .venv/bin/python scripts/bench_scoring.py --exact-sizes 5000x64x10 --skip-lissa
     .venv/bin/python scripts/bench_scoring.py --skip-exact --device cuda
+    .venv/bin/python scripts/bench_scoring.py --precision --exact-sizes 10000x300x10 --skip-lissa
 """
 
 from __future__ import annotations
@@ -127,6 +132,39 @@ def bench_exact(sizes: list[str], l2: float, chunk_size: int) -> None:
     )
 
 
+def bench_precision(sizes: list[str], l2: float, chunk_size: int, repeats: int) -> None:
+    print("\nExact self-influence: float64 vs mixed precision (fastest of alternated runs)")
+    header = (
+        f"{'n':>7} {'d':>5} {'K':>3} {'p':>6} | {'float64 s':>9} {'mixed s':>8} {'speed-up':>8} | "
+        f"{'max rel err':>11} {'median':>8} {'estimate':>8} {'ran':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        n, d, n_classes = (int(value) for value in size.split("x"))
+        X, y = synthetic_classification(n, d, n_classes)
+        gradients = LogisticGradients(X, y, fit_logistic(X, y, n_classes, l2=l2))
+        seconds: dict[str, list[float]] = {"float64": [], "mixed": []}
+        scores: dict[str, np.ndarray] = {}
+        for _ in range(repeats):
+            for precision in ("float64", "mixed"):
+                start = time.perf_counter()
+                solver = ExactLogisticSolver(gradients, chunk_size=chunk_size, precision=precision)
+                scores[precision] = solver.self_influence()
+                seconds[precision].append(time.perf_counter() - start)
+                if precision == "mixed":
+                    estimate, ran = solver.estimated_relative_error, solver.precision_used
+                del solver
+        error = np.abs(scores["mixed"] - scores["float64"]) / scores["float64"]
+        fastest = {precision: min(values) for precision, values in seconds.items()}
+        print(
+            f"{n:>7} {d:>5} {n_classes:>3} {gradients.n_parameters:>6} | {fastest['float64']:>9.1f} "
+            f"{fastest['mixed']:>8.1f} {fastest['float64'] / fastest['mixed']:>7.2f}× | "
+            f"{error.max():>11.1e} {np.median(error):>8.1e} {estimate:>8.1e} {ran:>7}",
+            flush=True,
+        )
+
+
 def bench_lissa(
     hidden_units: int,
     sample_single: int,
@@ -233,9 +271,15 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=1e-5, help="LiSSA relative-change tolerance")
     parser.add_argument("--device", default="cpu", help="torch device for the LiSSA table")
     parser.add_argument("--skip-exact", action="store_true")
+    parser.add_argument("--precision", action="store_true", help="float64 vs mixed table instead of table 1")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternated rounds for --precision (default: 2)"
+    )
     parser.add_argument("--skip-lissa", action="store_true")
     args = parser.parse_args()
-    if not args.skip_exact:
+    if args.precision:
+        bench_precision(args.exact_sizes, args.l2, args.chunk_size, args.repeats)
+    elif not args.skip_exact:
         bench_exact(args.exact_sizes, args.l2, args.chunk_size)
     if not args.skip_lissa:
         bench_lissa(

@@ -187,3 +187,66 @@ def test_rank_on_too_many_features_is_an_input_error_not_an_out_of_memory(
     X, y = random_problem(40, 600, 3, 0)
     with pytest.raises(InputError, match="use fewer features"):
         relabel.rank(X, y, methods=("self_influence",))
+
+
+# ----------------------------------------------------------------------------------- mixed precision
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24  # ≈ 6e-8: the relative rounding of one float32 number
+
+
+def _mixed_problem() -> tuple[LogisticGradients, np.ndarray]:
+    X, y = random_problem(600, 30, 4, seed=7)
+    gradients = LogisticGradients(X, y, fit_logistic(X, y, 4, l2=1e-2))
+    return gradients, ExactLogisticSolver(gradients).self_influence()
+
+
+def test_exact_hessian_vector_products_equal_the_explicit_hessian() -> None:
+    from relabel.influence.exact import logistic_hessian_vector_products
+
+    X, y = random_problem(90, 5, 3, seed=8)
+    gradients = LogisticGradients(X, y, fit_logistic(X, y, 3, l2=1e-2))
+    hessian = logistic_hessian(gradients.X_tilde, gradients.probabilities, 1e-2)
+    vectors = np.random.default_rng(0).normal(size=(gradients.n_parameters, 4))
+    products = logistic_hessian_vector_products(
+        gradients.X_tilde, gradients.probabilities, 1e-2, vectors, row_chunk_size=17
+    )
+    np.testing.assert_allclose(products, hessian @ vectors, rtol=1e-11, atol=1e-13)
+
+
+def test_mixed_precision_scores_match_float64_within_the_error_it_estimated_and_printed() -> None:
+    """Mixed: float32 products and solves. Its error is of the order of float32 rounding (so it did run in
+    float32: far above the float64 path's), every item is within the printed estimate and the default
+    1e-5 tolerance; 1e-8 cannot hold: rounding to float32 alone moves a number by up to 6e-8."""
+    gradients, float64_scores = _mixed_problem()
+    solver = ExactLogisticSolver(gradients, precision="mixed")
+    scores = solver.self_influence()
+    assert solver.precision_used == "mixed"
+    estimate = solver.estimated_relative_error
+    assert estimate is not None and FLOAT32_UNIT_ROUNDOFF < estimate <= 1e-5
+    relative_error = np.abs(scores - float64_scores) / float64_scores
+    assert 1e-10 < relative_error.max() <= estimate
+    assert f"estimated max relative error {estimate:.1e}" in solver.describe()
+    assert "mixed: float32 products" in solver.describe()
+    # pairwise influence: one refinement step against exact float64 Hessian-vector products
+    item_gradient = gradients.per_example_gradients(np.array([3]))[0]
+    reference = ExactLogisticSolver(gradients).influence_on(item_gradient)
+    np.testing.assert_allclose(solver.influence_on(item_gradient), reference, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("loader", [load_breast_cancer, load_iris, load_wine, load_digits])
+def test_the_mixed_precision_estimate_bounds_every_items_error_on_real_data(loader) -> None:
+    X, y = _standardized(loader)
+    gradients = LogisticGradients(X, y, fit_logistic(X, y, int(y.max()) + 1, l2=1e-3))
+    float64_scores = ExactLogisticSolver(gradients).self_influence()
+    solver = ExactLogisticSolver(gradients, precision="mixed", mixed_tolerance=1.0)
+    relative_error = np.abs(solver.self_influence() - float64_scores) / float64_scores
+    assert solver.estimated_relative_error is not None
+    assert relative_error.max() <= solver.estimated_relative_error <= 1e-5
+
+
+def test_mixed_precision_falls_back_to_float64_when_the_measured_error_is_over_the_tolerance() -> None:
+    gradients, float64_scores = _mixed_problem()
+    solver = ExactLogisticSolver(gradients, precision="mixed", mixed_tolerance=1e-12)
+    assert solver.precision_used == "float64"
+    assert solver.estimated_relative_error is not None and solver.estimated_relative_error > 1e-12
+    assert "mixed precision refused" in solver.describe()
+    np.testing.assert_allclose(solver.self_influence(), float64_scores, rtol=1e-12)

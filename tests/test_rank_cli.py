@@ -117,3 +117,24 @@ def test_unknown_label_column_names_the_columns(iris_csv, tmp_path, capsys) -> N
         ["rank", str(iris_csv), "--label-column", "kind", "--out", str(tmp_path / "r.csv")], capsys
     )
     assert code == 2 and "kind" in err and "species" in err
+
+
+def test_rank_mixed_precision_gives_the_float64_ranking_and_says_which_precision_ran(
+    iris_csv: Path, tmp_path: Path, capsys
+) -> None:
+    rankings, summaries = {}, {}
+    for precision in ("float64", "mixed"):
+        out = tmp_path / f"{precision}.csv"
+        arguments = ["rank", str(iris_csv), "--label-column", "species", "--id-column", "item"]
+        code, _, err = run_cli([*arguments, "--precision", precision, "--out", str(out), "--quiet"], capsys)
+        assert code == 0, err
+        rankings[precision] = pd.read_csv(out).set_index("item").sort_index()
+        summaries[precision] = err
+    assert (
+        "solver exact: one Cholesky factor of the 15 × 15 logistic Hessian (float64, exact)"
+        in summaries["float64"]
+    )
+    assert "(mixed: float32 products, float64 factor; estimated max relative error" in summaries["mixed"]
+    np.testing.assert_allclose(
+        rankings["mixed"]["self_influence"], rankings["float64"]["self_influence"], rtol=1e-5
+    )  # the mixed path's default tolerance (float32 products: ≈ 1e-6 measured here)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from relabel.commands.options import add_file_options, add_model_options, add_progress_options, show_progress
 from relabel.errors import InputError
+from relabel.influence.exact import DEFAULT_MIXED_TOLERANCE, PRECISIONS, PROBE_COUNT
 from relabel.influence.lissa import LissaConfig
 from relabel.methods import SCORE_METHODS
 from relabel.scorer import SOLVER_NAMES, SuspicionScorer
@@ -52,6 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="inverse-Hessian solver: auto = exact for logistic, direct or CG by a cost estimate for mlp/cnn "
         "(default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float64",
+        help="exact logistic solver: float64 (default), or mixed: float32 Hessian products and triangular "
+        "solves with a float64 Cholesky factor, used only when the estimated relative error (4 × the "
+        f"largest error on {PROBE_COUNT} probe items) is ≤ {DEFAULT_MIXED_TOLERANCE:g}, else float64; the "
+        "summary prints which ran and the error",
     )
     parser.add_argument(
         "--methods",
@@ -138,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         lissa=LissaConfig(damping=args.lissa_damping, seed=args.seed),
         progress=show_progress(args),
         influence_parameters=args.influence_parameters,
+        exact_precision=args.precision,
     )
     scorer.fit(features, dataset.labels, classes=dataset.classes, item_ids=list(dataset.ids))
     scores = scorer.scores(tuple(args.methods))
@@ -165,4 +176,6 @@ def run(args: argparse.Namespace) -> int:
         f"(‖∇J‖ = {fit.gradient_norm:.1e}); wrote {len(output)} rows to {args.out}",
         file=sys.stderr,
     )
+    if "self_influence" in args.methods:
+        print(f"solver {scorer.solver.describe()}", file=sys.stderr)
     return 0
