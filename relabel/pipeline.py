@@ -7,7 +7,7 @@ audit``, the nightly run (which passes the items reviewed since earlier runs as 
 and ``relabel compare``/``explain`` on a Label Studio project all go through it.
 
 The connector is anything with ``pull(project_id, control=, progress=) -> LabeledDataset``,
-``push(project_id, items, mode=, method=, control=, progress=, write_mislabeling=) -> PushResult`` and
+``push(project_id, items, mode=, method=, control=, progress=, write_mislabeling=, basis=) -> PushResult`` and
 ``url`` (e.g. :class:`connectors.label_studio.LabelStudioConnector`).
 """
 
@@ -223,6 +223,14 @@ def run_audit(
     )
 
 
+def mark_review_states(table: pd.DataFrame, states: dict[int, str]) -> None:
+    """Add (in place) the ``review_state`` column: each flagged item's state in the review project when the
+    push read it (``reviewed``, ``skipped`` or ``pending``; empty for the other rows and in view mode), for
+    the report's marks and ``ranking.csv``."""
+    if states:
+        table["review_state"] = [states.get(int(task_id), "") for task_id in table["task_id"]]
+
+
 def audit_dataset(
     connector: Any,
     project_id: int,
@@ -242,7 +250,7 @@ def audit_dataset(
     places. ``report_title``: the report's title; ``report_summary``: flagged task ids → extra lines for the
     report's summary."""
     from relabel.report import ARCHIVE_TOP
-    from relabel.selection import flagged_items, number_to_flag, ranking_table
+    from relabel.selection import flag_basis, flagged_items, number_to_flag, ranking_table
     from relabel.triage import triage_audit
 
     seconds = {} if seconds is None else seconds
@@ -264,7 +272,9 @@ def audit_dataset(
                 control=settings.control,
                 progress=progress,
                 write_mislabeling=settings.write_mislabeling,
+                basis=flag_basis(len(dataset), settings.top, settings.top_fraction),
             )
+        mark_review_states(table, getattr(push_result, "review_states", None) or {})
     report_path = None
     if report_dir is not None:
         from relabel.report import write_audit_report

@@ -161,7 +161,9 @@ img.thumb,img.minithumb{image-rendering:pixelated;border:1px solid #ddd}
 .mini{color:#555}
 .tier{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;white-space:nowrap}
 .tier-likely-error{background:#fde2e1;color:#8a1c1c} .tier-ambiguous{background:#fff3cd;color:#7a5b00}
-.tier-review{background:#e7eefc;color:#24467a} .badge{font-size:11px;background:#fde2e1;color:#8a1c1c;
+.tier-review{background:#e7eefc;color:#24467a}
+.review-mark{font-size:11px;border-radius:8px;padding:0 6px;margin-left:4px;background:#e3f4e6;color:#1f5f2b}
+.review-mark.skipped{background:#eee;color:#555} .badge{font-size:11px;background:#fde2e1;color:#8a1c1c;
 border-radius:4px;padding:1px 5px;white-space:nowrap}
 .filters{background:#f5f6f8;border-radius:6px;padding:8px 12px;margin:10px 0;font-size:13px}
 .filters label{margin-right:16px} table.small td,table.small th{padding:3px 8px}
@@ -523,7 +525,7 @@ def _table_row(
     changed = ' class="changed"' if str(given) != str(suggested) else ""
     cells = [
         f'<td class="num">{int(row["rank"])}</td>',
-        f"<td>{_item_link(item, task_url)}</td>",
+        f"<td>{_item_link(item, task_url)}{_review_mark(row)}</td>",
         _preview_cell(previews.get(item)),
         f"<td>{html.escape(str(given))}</td>",
         f"<td{changed}>{html.escape(str(suggested))}</td>",
@@ -543,6 +545,16 @@ def _table_row(
         f' {key}="{html.escape(value, quote=True)}"' for key, value in attributes.items()
     )
     return f"<tr{attribute_html}>" + "".join(cells) + "</tr>"
+
+
+def _review_mark(row: pd.Series) -> str:
+    """A small mark after the item id when its review task was already reviewed or skipped (the
+    ``review_state`` column the pipeline adds from the push; nothing for pending items or without it)."""
+    state = str(row.get("review_state", "") or "")
+    if state not in ("reviewed", "skipped"):
+        return ""
+    title = "a reviewer decided this item" if state == "reviewed" else "skipped: back in the reviewer's queue"
+    return f' <span class="review-mark {state}" title="{title}">{state}</span>'
 
 
 def _class_block(shown: pd.DataFrame, ranking: pd.DataFrame, estimate: Any = None) -> str:

@@ -79,6 +79,16 @@ def number_to_flag(n_items: int, top: int | None = None, top_fraction: float | N
     return max(1, min(count, n_items))
 
 
+def flag_basis(n_items: int, top: int | None = None, top_fraction: float | None = None) -> str:
+    """Why :func:`number_to_flag` flags as many as it does, in the settings' own words (for the line a push
+    prints when a queue changes size), e.g. ``top_fraction=0.05 of 1880 ranked items (the default)``."""
+    if top is not None:
+        return f"top={int(top)} (of {int(n_items)} ranked items)"
+    fraction = DEFAULT_TOP_FRACTION if top_fraction is None else float(top_fraction)
+    default = " (the default)" if top_fraction is None else ""
+    return f"top_fraction={fraction:g} of {int(n_items)} ranked items{default}"
+
+
 def ranking_table(
     dataset: LabeledDataset,
     scores: pd.DataFrame,

@@ -27,6 +27,7 @@ from relabel.nightly import (
     run_nightly,
 )
 from tests.label_studio_seeding import (
+    annotate,
     choice_result,
     create_project,
     export_tasks,
@@ -256,3 +257,31 @@ def test_dry_run_pushes_nothing_and_leaves_the_state_alone(label_studio, tmp_pat
     code, output = run(config)  # the real run afterwards is not mistaken for "unchanged"
     assert code == EXIT_OK, output
     assert " new=5 " in output and len(relabel_predictions(label_studio, project_id)) == 5
+
+
+def test_a_skip_is_not_a_review(label_studio, tmp_path) -> None:
+    project_id, _ = seed_project(label_studio, "nightly skip")
+    config = write_config(
+        tmp_path, label_studio, [{"name": "skip", "project": project_id, "queue": "project"}]
+    )
+    code, output = run(config)
+    assert code == EXIT_OK, output
+    flagged = sorted(state_items(tmp_path, "skip").items(), key=lambda pair: pair[1]["rank"])
+    connector = LabelStudioConnector(label_studio.url, label_studio.legacy_token)
+    review_id = int(connector.review_project(project_id)["id"])
+    review_task = {int(t["data"]["relabel_source_task"]): t for t in export_tasks(label_studio, review_id)}
+    first, second = int(flagged[0][0]), int(flagged[1][0])
+    # Skip on the top item's review task, and Skip on the second item's own task in the source project.
+    annotate(label_studio, review_task[first]["id"], [], cancelled=True)
+    annotate(label_studio, second, [], cancelled=True)
+
+    code, output = run(config, force=True)
+
+    assert code == EXIT_OK, output
+    assert "reviewed_since_last_run=0" in output and "excluded_as_reviewed=0" in output
+    items = state_items(tmp_path, "skip")
+    assert items[str(first)]["status"] == "flagged" and items[str(second)]["status"] == "flagged"
+    after = {int(t["data"]["relabel_source_task"]): t for t in export_tasks(label_studio, review_id)}
+    assert after[first]["id"] == review_task[first]["id"]  # still queued: the same task
+    assert after[first]["data"]["relabel_rank"] is not None
+    assert after[second]["id"] == review_task[second]["id"]

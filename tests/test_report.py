@@ -345,3 +345,33 @@ def test_a_sync_recorded_after_the_audit_marks_the_report_stale(audit_report, tm
         record_sync(folder, {"source_project_id": 8, "synced_at": later})
     with pytest.raises(InputError, match=r"no report\.html and audit\.json"):
         record_sync(tmp_path, {"source_project_id": 7, "synced_at": later})
+
+
+def test_report_marks_items_already_reviewed_or_skipped(tmp_path) -> None:
+    from relabel.report import write_report
+
+    ranking = pd.DataFrame(
+        {
+            "task_id": [21, 22, 23],
+            "current_label": ["a", "b", "a"],
+            "suggested_label": ["b", "a", "b"],
+            "predicted_probability": [0.9, 0.8, 0.7],
+            "self_influence": [3.0, 2.0, 1.0],
+            "review_state": ["reviewed", "skipped", "pending"],  # as the pipeline adds it after a push
+        }
+    )
+    html_path = write_report(tmp_path, ranking, n_flagged=3, score_plot=False)["report_html"].resolve()
+    with Browser(width=1366, height=768) as browser:
+        browser.goto(html_path.as_uri())
+        browser.wait_for_selector("#flagged tbody tr", visible=True)
+        marks = browser.evaluate(
+            "[...document.querySelectorAll('#flagged tbody tr')].map(r => "
+            "[r.dataset.item, [...r.cells[1].querySelectorAll('.review-mark')].map(m => m.textContent)])"
+        )
+        assert marks == [["21", ["reviewed"]], ["22", ["skipped"]], ["23", []]]
+        assert browser.count("#flagged .review-mark", visible=True) == 2
+    assert pd.read_csv(tmp_path / "ranking.csv")["review_state"].tolist() == [
+        "reviewed",
+        "skipped",
+        "pending",
+    ]

@@ -6,12 +6,14 @@ Every test seeds its own project on the session's server (fixture ``label_studio
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import requests
 
 from connectors.label_studio import LabelStudioConnector
+from connectors.label_studio.push import ReviewQueue
 from connectors.label_studio.queue_plan import (
     REVIEW_TITLE_SUFFIX,
     SUGGESTION_MODEL_VERSION,
@@ -200,7 +202,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     assert again.review_tasks_created == 0 and again.review_tasks_kept == 7
     assert len(export_tasks(label_studio, result.review_project_id)) == 7
 
-    # A reviewer annotates the first task and leaves a draft on the second; the ranking then changes.
+    # A reviewer annotates the first task and leaves a draft on the second; the queue then grows.
     annotate(label_studio, tasks[0]["id"], choice_result(items[0].suggested))
     create_draft(label_studio, tasks[1]["id"], choice_result(items[1].suggested))
     new_items = _items(task_ids, top=10)
@@ -208,11 +210,9 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     after = export_tasks(label_studio, result.review_project_id)
     sources = [task["data"]["relabel_source_task"] for task in after]
     assert sorted(sources) == sorted(item.task_id for item in new_items)  # each flagged task exactly once
-    kept = {task["id"] for task in after}
-    assert tasks[0]["id"] in kept and tasks[1]["id"] in kept  # the reviewer's work is still there
-    untouched = sorted((t for t in after if not t["annotations"] and not t["drafts"]), key=lambda t: t["id"])
-    ranks = [task["data"]["relabel_rank"] for task in untouched]
-    assert ranks == sorted(ranks)  # the open queue is in rank order
+    assert {task["id"] for task in tasks} <= {task["id"] for task in after}  # no task replaced
+    appended = sorted((t for t in after if t["id"] > max(t["id"] for t in tasks)), key=lambda t: t["id"])
+    assert [task["data"]["relabel_rank"] for task in appended] == [8, 9, 10]  # new items, in rank order
     projects = get_json(label_studio, "/api/projects/", page_size=1000)["results"]
     assert sum(review_marker(project_id) in (p.get("description") or "") for p in projects) == 1
 
@@ -356,3 +356,160 @@ def test_project_mode_reads_the_current_label_when_the_ranking_does_not_give_it(
     (task,) = export_tasks(label_studio, result.review_project_id)
     assert task["data"]["relabel_current"] == CLASSES[4 % len(CLASSES)]
     assert task["data"]["text"] == "text 4"
+
+
+# ------------------------------------------------------------------ a stable queue; skipped items come back
+
+
+def _review_tasks_by_source(server: Any, review_id: int) -> dict[int, dict[str, Any]]:
+    return {int(t["data"]["relabel_source_task"]): t for t in export_tasks(server, review_id)}
+
+
+def _with_tier(items: list[FlaggedItem], position: int, tier: str) -> list[FlaggedItem]:
+    """``items`` with ``tier`` on the one at ``position`` (0-based)."""
+    return [replace(item, tier=tier if index == position else None) for index, item in enumerate(items)]
+
+
+def test_reaudit_after_accepting_one_item_keeps_the_other_task_ids_with_current_unique_ranks(
+    label_studio, connector
+) -> None:
+    project_id, task_ids = _seed(label_studio)
+    items = _with_tier(_items(task_ids, top=8), 2, "likely error")
+    pushed = connector.push(project_id, items, mode="project")
+    review_id = pushed.review_project_id
+    before = _review_tasks_by_source(label_studio, review_id)
+    accepted = connector.accept(project_id, "likely error", lambda n: True)
+    assert accepted.accepted_task_ids == [items[2].task_id]
+
+    # The next audit ranks the accepted item out; the items after it move up one rank, one new item enters.
+    rest = [task_id for task_id in task_ids if task_id != items[2].task_id]
+    again = connector.push(project_id, _items(rest, top=8), mode="project")
+
+    after = _review_tasks_by_source(label_studio, review_id)
+    for source, task in before.items():
+        if source != items[2].task_id:
+            assert after[source]["id"] == task["id"]  # same task, updated in place
+    assert items[2].task_id not in after
+    expected_rank = {task_id: position + 1 for position, task_id in enumerate(rest[:8])}
+    assert {source: task["data"]["relabel_rank"] for source, task in after.items()} == expected_rank
+    assert after[rest[3]]["data"]["relabel_rank"] == 4 and before[rest[3]]["data"]["relabel_rank"] == 5
+    assert after[rest[3]]["data"]["relabel_note"] != before[rest[3]]["data"]["relabel_note"]
+    ranks = [task["data"]["relabel_rank"] for task in after.values()]
+    assert len(ranks) == len(set(ranks))
+    (new_task,) = [task for source, task in after.items() if source not in before]
+    assert new_task["id"] > max(task["id"] for task in before.values())  # appended
+    assert (again.review_tasks_created, again.review_tasks_removed, again.review_tasks_updated) == (1, 0, 6)
+    assert again.review_tasks_kept == 1  # rank 1: suspicion 1.0 before and after, nothing to write
+    # The suggestion prediction follows the task's fields (one per task, updated, not duplicated).
+    predictions = get_json(label_studio, "/api/predictions/", project=review_id)
+    by_task = {int(p["task"]): p for p in predictions}
+    assert len(predictions) == len(after)
+    moved = after[rest[3]]
+    moved_item = _items(rest, top=8)[3]
+    assert by_task[moved["id"]]["result"] == choice_result(moved_item.suggested)
+    assert by_task[moved["id"]]["score"] == pytest.approx(moved_item.probability)
+
+
+def test_queue_size_change_is_announced_before_anything_changes(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    queue = ReviewQueue(connector.client, ledger=connector.ledger)
+    queue.push(
+        project_id, _items(task_ids, top=8), mode="project", basis="top_fraction=0.1 of 80 ranked items"
+    )
+    review = connector.review_project(project_id)
+    seen: list[tuple[str, int]] = []
+    queue.announce = lambda line: seen.append((line, len(export_tasks(label_studio, review["id"]))))
+
+    result = queue.push(
+        project_id, _items(task_ids, top=5), mode="project", basis="top_fraction=0.05 of 80 ranked items"
+    )
+
+    assert seen == [
+        (
+            f"relabel: the review queue of project {project_id} shrinks from 8 to 5 items: this run flags "
+            "top_fraction=0.05 of 80 ranked items; the queue there was made with top_fraction=0.1 of 80 "
+            "ranked items",
+            8,  # announced while the queue still held its 8 tasks
+        )
+    ]
+    assert result.size_change == seen[0][0]
+    assert len(export_tasks(label_studio, review["id"])) == 5
+    seen.clear()
+    queue.push(project_id, _items(task_ids, top=5), mode="project", basis="top=5")
+    assert seen == []  # same size: no line
+
+    # The view queue says it too.
+    queue.push(project_id, _items(task_ids, top=6), basis="top=6")
+    queue.announce = lambda line: seen.append((line, len(_relabel_predictions(label_studio, project_id))))
+    queue.push(project_id, _items(task_ids, top=9), basis="top=9")
+    assert seen == [
+        (
+            f"relabel: the queue of view '{VIEW_TITLE}' in project {project_id} grows from 6 to 9 items: "
+            "this run flags top=9; the queue there was made with top=6",
+            6,
+        )
+    ]
+
+
+def test_reaudit_never_deletes_a_task_holding_a_draft_or_a_skip(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    items = _items(task_ids, top=6)
+    pushed = connector.push(project_id, items, mode="project")
+    before = _review_tasks_by_source(label_studio, pushed.review_project_id)
+    create_draft(label_studio, before[items[5].task_id]["id"], choice_result(items[5].current))
+    annotate(label_studio, before[items[4].task_id]["id"], [], cancelled=True)
+
+    result = connector.push(project_id, _items(task_ids, top=3), mode="project")  # items 4-6 leave
+
+    after = _review_tasks_by_source(label_studio, pushed.review_project_id)
+    assert items[3].task_id not in after  # untouched: deleted
+    for item in items[4:]:  # reviewer work: the same task is still there, out of the ranked queue
+        assert after[item.task_id]["id"] == before[item.task_id]["id"]
+        assert after[item.task_id]["data"]["relabel_rank"] is None
+        assert after[item.task_id]["data"]["relabel_note"] == before[item.task_id]["data"]["relabel_note"]
+    assert after[items[5].task_id]["drafts"][0]["result"] == choice_result(items[5].current)
+    assert (result.review_tasks_removed, result.review_tasks_kept_with_work) == (1, 2)
+
+
+def test_a_skipped_item_comes_back_to_its_reviewer_and_stays_in_the_queue(label_studio, connector) -> None:
+    project_id, task_ids = _seed(label_studio)
+    items = _items(task_ids, top=3)
+    pushed = connector.push(project_id, items, mode="project")
+    review_id = pushed.review_project_id
+    assert get_json(label_studio, f"/api/projects/{review_id}/")["skip_queue"] == "REQUEUE_FOR_ME"
+    tasks = _review_tasks_by_source(label_studio, review_id)
+    skipped = tasks[items[0].task_id]["id"]
+    annotate(label_studio, skipped, [], cancelled=True)  # the reviewer presses Skip on rank 1
+    annotate(label_studio, tasks[items[1].task_id]["id"], choice_result(items[1].suggested))
+    annotate(label_studio, tasks[items[2].task_id]["id"], choice_result(items[2].current))
+
+    # Label Studio offers the skipped task to the same (only) reviewer again once the rest is done.
+    assert get_json(label_studio, f"/api/projects/{review_id}/next/")["id"] == skipped
+
+    synced = connector.sync(project_id)
+    assert (synced.reviewed, synced.skipped, synced.pending) == (2, 1, 0)
+    assert synced.review_states == {
+        items[0].task_id: "skipped",
+        items[1].task_id: "reviewed",
+        items[2].task_id: "reviewed",
+    }
+    assert "2 tasks reviewed, 1 skipped" in synced.summary()
+
+    again = connector.push(project_id, _items(task_ids, top=4), mode="project")  # the next audit
+    assert (again.already_reviewed, again.skipped, again.pending) == (2, 1, 1)
+    assert again.review_states[items[0].task_id] == "skipped"
+    after = _review_tasks_by_source(label_studio, review_id)
+    assert after[items[0].task_id]["id"] == skipped and after[items[0].task_id]["data"]["relabel_rank"] == 1
+    assert [after[item.task_id]["data"]["relabel_rank"] for item in items[1:]] == [None, None]  # decided
+    assert "2 reviewed, 1 skipped (back in the queue), 1 pending" in again.summary()
+
+    # A skip setting a person chose later is theirs: relabel sets it once, never again.
+    response = requests.patch(
+        f"{label_studio.url}/api/projects/{review_id}/",
+        headers={"Authorization": f"Token {label_studio.legacy_token}"},
+        json={"skip_queue": "IGNORE_SKIPPED"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:300]
+    connector.push(project_id, _items(task_ids, top=4), mode="project")
+    assert get_json(label_studio, f"/api/projects/{review_id}/")["skip_queue"] == "IGNORE_SKIPPED"

@@ -80,8 +80,10 @@ class LabelStudioConnector:
         control: str | None = None,
         progress: bool = False,
         write_mislabeling: bool = True,
+        basis: str | None = None,
     ) -> PushResult:
-        """Send ``items`` for review (see :mod:`connectors.label_studio.queue_plan` for the two modes)."""
+        """Send ``items`` for review (see :mod:`connectors.label_studio.queue_plan` for the two modes);
+        ``basis``: why this many are flagged (named when a later push changes the queue's size)."""
         pulled = self._pulled.get((int(project_id), control))
         queue = ReviewQueue(
             self.client, ledger=self.ledger, progress=progress, write_mislabeling=write_mislabeling
@@ -96,6 +98,7 @@ class LabelStudioConnector:
                 project=None if pulled is None else pulled.project,
                 target=None if pulled is None else pulled.target,
                 task_data=None if pulled is None else pulled.task_data,
+                basis=basis,
             )
 
     def lease(self, project_id: int, command: str) -> Any:

@@ -26,6 +26,8 @@ its data:
 ``model_version``      predictions: the version relabel wrote; ``prediction_ids`` the ids of its predictions;
                        ``pending_since`` (server time) while an import is under way
 ``owner``              lease: who holds it (random id, host, pid, command), ``expires_at`` (server time)
+``queue_size``         review project or view: how many items the last push queued, ``queue_basis`` why
+                       (its top setting); ``skip_queue_set``: relabel set the review project's skip setting
 =====================  =====================================================================================
 
 The lease makes one writer per project across processes and machines: a run adds a lease entry, then

@@ -6,6 +6,7 @@ Everything here is additive and idempotent, and never edits or deletes a human a
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +18,15 @@ import connectors.label_studio.queue_plan as plan
 from connectors.label_studio.annotations import counting_annotations, newest_label
 from connectors.label_studio.client import LabelStudioClient
 from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
-from connectors.label_studio.ledger import Ledger, new_nonce
+from connectors.label_studio.ledger import Entry, Ledger, new_nonce
 from connectors.label_studio.owned import OwnedPredictions, nonce_marker, owned_review_project, owned_view
 from connectors.label_studio.queue_plan import PushResult
 from relabel.dataset import FlaggedItem
 from relabel.errors import ConnectorError, InputError
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_each(
@@ -52,7 +57,8 @@ class ReviewQueue:
     project's write lease (:meth:`connectors.label_studio.ledger.Ledger.lease`).
 
     ``progress``: tqdm bars for the long passes. ``write_mislabeling``: also write each new prediction's
-    ``mislabeling`` field (one request per prediction; the bulk import cannot set it).
+    ``mislabeling`` field (one request per prediction; the bulk import cannot set it). ``announce``: where
+    the one line about a queue changing size goes before anything changes (default: standard error).
     """
 
     def __init__(
@@ -63,8 +69,10 @@ class ReviewQueue:
         progress: bool = False,
         write_mislabeling: bool = True,
         parallel_requests: int = plan.PARALLEL_REQUESTS,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        self.announce = announce if announce is not None else _to_stderr
         self.ledger = ledger if ledger is not None else Ledger(client)
         self.progress = progress
         self.write_mislabeling = write_mislabeling
@@ -87,11 +95,14 @@ class ReviewQueue:
         project: dict[str, Any] | None = None,
         target: ClassificationTarget | None = None,
         task_data: dict[int, dict[str, Any]] | None = None,
+        basis: str | None = None,
     ) -> PushResult:
         """Send ``items`` (flagged tasks of ``project_id``) for review (modes: see ``queue_plan``).
 
         ``project`` (the project's JSON), ``target`` (its parsed Choices control, for ``control``) and
-        ``task_data`` (task id → data), all from the pull, save reading and parsing them again.
+        ``task_data`` (task id → data), all from the pull, save reading and parsing them again. ``basis``:
+        why this many items are flagged (:func:`relabel.selection.flag_basis`), recorded with the queue
+        and named in the line printed when a later push changes the queue's size.
         Re-running with the same items changes nothing; with other items it updates what the last run made.
         """
         if mode not in plan.QUEUE_MODES:
@@ -112,21 +123,38 @@ class ReviewQueue:
                 f"({', '.join(target.classes)})"
             )
         if mode == "view":
-            result = self._push_view(int(project_id), items, method, target)
+            result = self._push_view(int(project_id), items, method, target, basis)
         else:
-            result = self._push_project(int(project_id), project, items, target, dict(task_data or {}))
+            result = self._push_project(int(project_id), project, items, target, dict(task_data or {}), basis)
         result.seconds = time.perf_counter() - started
         return result
 
     # ------------------------------------------------------------------ view mode
     def _push_view(
-        self, project_id: int, items: Sequence[FlaggedItem], method: str, target: ClassificationTarget
+        self,
+        project_id: int,
+        items: Sequence[FlaggedItem],
+        method: str,
+        target: ClassificationTarget,
+        basis: str | None,
     ) -> PushResult:
         result = PushResult(mode="view", project_id=project_id, n_flagged=len(items), url="")
         wanted = plan.wanted_predictions(items, method, target)
         owned = OwnedPredictions(self.client, self.ledger, project_id)
+        existing = owned.current()
+        view_entry = owned_view(self.client, self.ledger, project_id)[0]
+        if view_entry is not None:
+            result.size_change = plan.size_change_line(
+                f"queue of view '{plan.VIEW_TITLE}' in project {project_id}",
+                view_entry.data,
+                len({int(p["task"]) for p in existing}) or None,
+                len(items),
+                basis,
+            )
+        if result.size_change:
+            self.announce(result.size_change)
         changes = plan.plan_predictions(
-            owned.current(), wanted, self.write_mislabeling, whole_versions=owned.whole_versions()
+            existing, wanted, self.write_mislabeling, whole_versions=owned.whole_versions()
         )
         for version in changes.delete_versions:
             result.predictions_deleted += self.client.delete_model_version(project_id, version)
@@ -148,7 +176,9 @@ class ReviewQueue:
         result.predictions_created = len(changes.create)
         if self.write_mislabeling and changes.create:
             result.mislabeling_written = self._write_mislabeling(owned, wanted, changes.create)
-        view_id, result.view_created = self._upsert_view(project_id, f"{plan.MODEL_VERSION_PREFIX}{method}")
+        view_id, result.view_created = self._upsert_view(
+            project_id, f"{plan.MODEL_VERSION_PREFIX}{method}", plan.queue_record(len(items), basis)
+        )
         result.view_id = view_id
         result.url = self.client.browser_url(project_id, view_id)
         return result
@@ -167,9 +197,10 @@ class ReviewQueue:
         )
         return len(fresh)
 
-    def _upsert_view(self, project_id: int, model_version: str) -> tuple[int, bool]:
+    def _upsert_view(self, project_id: int, model_version: str, record: dict[str, Any]) -> tuple[int, bool]:
         """(id of relabel's tab, whether it was created now). Only the tab recorded in the ledger is
-        updated; tabs a crashed run left are removed; a person's tab of the same title is left alone."""
+        updated; tabs a crashed run left are removed; a person's tab of the same title is left alone.
+        ``record`` (the queue's size and basis) is kept in the tab's ledger entry."""
         kept, surplus = owned_view(self.client, self.ledger, project_id)
         for entry in surplus:
             self.client.delete_view(int(entry.data["object_id"]))
@@ -177,9 +208,12 @@ class ReviewQueue:
         if kept is not None:
             data = {**plan.view_data(model_version), "relabel_nonce": kept.data["nonce"]}
             self.client.update_view(int(kept.data["object_id"]), project_id, data)
+            if any(kept.data.get(key) != value for key, value in record.items()):
+                kept.data.update(record)
+                self.ledger.save(kept)
             return int(kept.data["object_id"]), False
         nonce = new_nonce()
-        entry = self.ledger.add(project_id, "view", nonce=nonce, object_id=None)
+        entry = self.ledger.add(project_id, "view", nonce=nonce, object_id=None, **record)
         view = self.client.create_view(project_id, {**plan.view_data(model_version), "relabel_nonce": nonce})
         entry.data["object_id"] = int(view["id"])
         self.ledger.save(entry)
@@ -193,55 +227,128 @@ class ReviewQueue:
         items: Sequence[FlaggedItem],
         target: ClassificationTarget,
         task_data: dict[int, dict[str, Any]],
+        basis: str | None,
     ) -> PushResult:
+        """Reconcile the review project with ``items`` (``queue_plan.plan_review_tasks``): after the size
+        line (when the queue changes size), delete, update in place, then append."""
         result = PushResult(mode="project", project_id=project_id, n_flagged=len(items), url="")
-        review, result.review_project_created = self._review_project(project_id, project)
+        entry, review, result.review_project_created = self._review_project(project_id, project)
         review_id = int(review["id"])
         result.review_project_id = review_id
         result.url = self.client.browser_url(review_id)
-
-        touched, untouched = plan.review_queue_state(self.client.export_tasks(review_id))
-        pending = [item for item in items if item.task_id not in touched]
-        result.already_reviewed = len(items) - len(pending)
-        unknown_current = [item.task_id for item in pending if item.current is None]
-        source_tasks = self._source_tasks(project_id, unknown_current)
-        wanted = [
-            plan.review_task_meta(
-                item,
-                item.current
-                if item.current is not None
-                else newest_label(counting_annotations(source_tasks[item.task_id]), target),
-            )
-            for item in pending
-        ]
-        steps = plan.plan_review_tasks(touched, untouched, wanted)
+        by_source, surplus = plan.index_review_tasks(self.client.export_tasks(review_id))
+        ranked_now = sum(
+            1 for task in by_source.values() if plan.relabel_fields(task)["relabel_rank"] is not None
+        )
+        result.size_change = plan.size_change_line(
+            f"review queue of project {project_id}", entry.data, ranked_now or None, len(items), basis
+        )
+        if result.size_change:
+            self.announce(result.size_change)
+        if not entry.data.get("skip_queue_set"):  # a review project an older relabel made: set once
+            self.client.update_project(review_id, skip_queue=plan.SKIP_QUEUE)
+            entry.data["skip_queue_set"] = True
+        reviewed = {s for s, task in by_source.items() if plan.review_task_state(task) == plan.REVIEWED}
+        wanted = self._wanted_review_fields(
+            project_id, [i for i in items if i.task_id not in reviewed], target
+        )
+        steps = plan.plan_review_tasks(by_source, surplus, [item.task_id for item in items], wanted)
         self.client.delete_tasks(review_id, steps.delete)
-        missing_data = [
-            int(m["relabel_source_task"])
-            for m in steps.create
-            if int(m["relabel_source_task"]) not in task_data
-        ]
-        for task_id, task in self._source_tasks(project_id, missing_data).items():
-            task_data[task_id] = dict(task.get("data") or {})
-        payloads = [
-            plan.review_task_payload(m, task_data[int(m["relabel_source_task"])], target)
-            for m in steps.create
-        ]
-        with self._bar(len(payloads), "push review tasks") as bar:
-            for chunk in plan.chunks(payloads, plan.TASK_IMPORT_CHUNK):
-                self.client.import_tasks(review_id, chunk)
-                bar.update(len(chunk))
-        result.review_tasks_removed = len(steps.delete) - steps.unchanged
-        result.review_tasks_created = len(steps.create) - steps.unchanged
-        result.review_tasks_kept = steps.kept + steps.unchanged
+        self._update_review_tasks(review_id, steps, target)
+        self._create_review_tasks(project_id, review_id, steps.create, target, task_data)
+        entry.data.update(plan.queue_record(len(items), basis))
+        self.ledger.save(entry)
+        states = list(steps.states.values())
+        result.already_reviewed, result.skipped = states.count(plan.REVIEWED), states.count(plan.SKIPPED)
+        result.pending, result.review_states = states.count(plan.PENDING), steps.states
+        result.review_tasks_created, result.review_tasks_updated = len(steps.create), len(steps.update)
+        result.review_tasks_kept, result.review_tasks_removed = steps.unchanged, len(steps.delete)
+        result.review_tasks_kept_with_work = steps.kept_with_work
         if wanted and review.get("model_version") != plan.SUGGESTION_MODEL_VERSION:
             # Label Studio pre-fills the labeling form only with predictions of the project's model_version
             # (and refuses a version that has no predictions yet), so it is set once the tasks exist.
             self.client.update_project(review_id, model_version=plan.SUGGESTION_MODEL_VERSION)
         return result
 
-    def _review_project(self, project_id: int, project: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(relabel's review project of ``project_id``, whether it was created now).
+    def _wanted_review_fields(
+        self, project_id: int, items: Sequence[FlaggedItem], target: ClassificationTarget
+    ) -> dict[int, dict[str, Any]]:
+        """source task → the relabel fields its review task should carry (the current label read from the
+        source project where the ranking does not give it)."""
+        source_tasks = self._source_tasks(
+            project_id, [item.task_id for item in items if item.current is None]
+        )
+        return {
+            item.task_id: plan.review_task_meta(
+                item,
+                item.current
+                if item.current is not None
+                else newest_label(counting_annotations(source_tasks[item.task_id]), target),
+            )
+            for item in items
+        }
+
+    def _update_review_tasks(
+        self, review_id: int, steps: plan.ReviewTaskPlan, target: ClassificationTarget
+    ) -> None:
+        """Write the new relabel fields of the queued tasks in place (task data and the suggestion
+        prediction; the same task ids), and clear the rank of the tasks out of the queue."""
+        missing: list[dict[str, Any]] = []
+        suggestions: dict[int, dict[str, Any]] = {}  # the export lists prediction ids only: read them apart
+        if steps.update:
+            for prediction in sorted(self.client.list_predictions(review_id), key=lambda p: int(p["id"])):
+                if prediction.get("model_version") == plan.SUGGESTION_MODEL_VERSION:
+                    suggestions.setdefault(int(prediction["task"]), prediction)
+
+        def update(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
+            task, meta = pair
+            self.client.update_task_data(int(task["id"]), {**(task.get("data") or {}), **meta})
+            wanted = plan.review_task_payload(meta, {}, target)["predictions"][0]
+            mine = [suggestions[int(task["id"])]] if int(task["id"]) in suggestions else []
+            if not mine:
+                missing.append({"task": int(task["id"]), **wanted})
+            elif mine[0].get("result") != wanted["result"] or not plan.same_number(
+                mine[0].get("score"), wanted.get("score")
+            ):
+                self.client.update_prediction(
+                    int(mine[0]["id"]), result=wanted["result"], score=wanted.get("score")
+                )
+
+        self._each(update, steps.update, "update review tasks")
+        if missing:
+            self.client.import_predictions(review_id, missing)
+        self._each(
+            lambda task: self.client.update_task_data(
+                int(task["id"]), {**task["data"], "relabel_rank": None}
+            ),
+            steps.unrank,
+            "clear ranks out of the queue",
+        )
+
+    def _create_review_tasks(
+        self,
+        project_id: int,
+        review_id: int,
+        metas: Sequence[dict[str, Any]],
+        target: ClassificationTarget,
+        task_data: dict[int, dict[str, Any]],
+    ) -> None:
+        """Import one review task per entry of ``metas`` (in order: appended after the existing tasks)."""
+        missing_data = [
+            int(m["relabel_source_task"]) for m in metas if int(m["relabel_source_task"]) not in task_data
+        ]
+        for task_id, task in self._source_tasks(project_id, missing_data).items():
+            task_data[task_id] = dict(task.get("data") or {})
+        payloads = [
+            plan.review_task_payload(m, task_data[int(m["relabel_source_task"])], target) for m in metas
+        ]
+        with self._bar(len(payloads), "push review tasks") as bar:
+            for chunk in plan.chunks(payloads, plan.TASK_IMPORT_CHUNK):
+                self.client.import_tasks(review_id, chunk)
+                bar.update(len(chunk))
+
+    def _review_project(self, project_id: int, project: dict[str, Any]) -> tuple[Entry, dict[str, Any], bool]:
+        """(its ledger entry, relabel's review project of ``project_id``, whether it was created now).
 
         Only the review project recorded in the ledger counts; an extra one a crashed run left is deleted
         when nobody has worked in it yet.
@@ -254,9 +361,11 @@ class ReviewQueue:
                 self.client.delete_project(extra)
                 self.ledger.remove(entry)
         if kept is not None:
-            return self.client.get_project(int(kept.data["object_id"])), False
+            return kept, self.client.get_project(int(kept.data["object_id"])), False
         nonce = new_nonce()
-        entry = self.ledger.add(project_id, "review_project", nonce=nonce, object_id=None)
+        entry = self.ledger.add(
+            project_id, "review_project", nonce=nonce, object_id=None, skip_queue_set=True
+        )
         created = self.client.create_project(
             title=plan.review_title(project.get("title") or f"Project {project_id}"),
             description=(
@@ -268,10 +377,11 @@ class ReviewQueue:
             sampling="Sequential sampling",
             show_collab_predictions=True,
             maximum_annotations=1,
+            skip_queue=plan.SKIP_QUEUE,
         )
         entry.data.update(object_id=int(created["id"]), object_created_at=created.get("created_at"))
         self.ledger.save(entry)
-        return created, True
+        return entry, created, True
 
     def _source_tasks(self, project_id: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The exported source tasks of ``task_ids``; ConnectorError if one is gone."""

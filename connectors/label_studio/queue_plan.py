@@ -32,8 +32,23 @@ puts an already-labelled task back in the labeling stream):
       project's model version so that Label Studio pre-fills the labeling form with it; its ``score`` is
       the model's probability of that label).
 
-    A re-run keeps every review task a reviewer touched (annotation, skip or draft), never creates a second
-    task for the same source task, and replaces the untouched ones so that the queue is again in rank order.
+    The review project's ``skip_queue`` is set to ``REQUEUE_FOR_ME`` when relabel creates it (once, for a
+    review project an older relabel made): a reviewer who presses Skip gets the task again at the end of
+    their own queue (Label Studio's default, ``REQUEUE_FOR_OTHERS``, offers it only to *other* reviewers,
+    so with one reviewer it was lost). A setting a person changes later is left alone.
+
+    A re-run keeps the queue stable (:func:`plan_review_tasks`): a review task whose item is still flagged
+    keeps its task id and has its relabel fields (rank, suspicion, tier, suggestion, note) and its
+    suggestion prediction updated in place; new items are appended (after the existing tasks: Sequential
+    sampling follows task ids); only tasks whose items left the queue are deleted, and never one holding
+    reviewer work (an annotation, a skip or a draft). A task that was only skipped stays in the queue. A
+    task holding a decision (a submitted, non-skipped annotation) is out of the queue: relabel clears its
+    ``relabel_rank`` (its note keeps the rank the reviewer saw) and changes nothing else on it, so that
+    ranks are unique and current. Each source task has one review task.
+
+    Before changing anything, a re-run whose queue changes size prints one line with the old and the new
+    size and why (the recorded top/top_fraction and item count of the run that made the queue, and this
+    run's): :func:`size_change_line`. The same holds for ``view``.
 
 ``sync`` copies each reviewed task's decision (the reviewer's latest non-cancelled annotation) to the source
 task as a NEW annotation, ``completed_by`` the reviewer, whose single region carries the id
@@ -65,11 +80,11 @@ Label Studio 1.23 facts this relies on (measured against a local server):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.label_studio.annotations import counting_annotations
 from connectors.label_studio.config import ClassificationTarget
 from relabel.dataset import FlaggedItem
 from relabel.errors import InputError
@@ -147,8 +162,14 @@ class PushResult:
     review_project_created: bool = False
     review_tasks_created: int = 0
     review_tasks_kept: int = 0
+    review_tasks_updated: int = 0
     review_tasks_removed: int = 0
+    review_tasks_kept_with_work: int = 0
     already_reviewed: int = 0
+    skipped: int = 0
+    pending: int = 0
+    review_states: dict[int, str] = field(default_factory=dict)
+    size_change: str | None = None
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -161,33 +182,46 @@ class PushResult:
                 f"{self.predictions_deleted} removed): {self.url}"
             )
         verb = "created" if self.review_project_created else "updated"
+        kept_with_work = (
+            f", {self.review_tasks_kept_with_work} kept because a reviewer worked on them though their "
+            "items left the queue"
+            if self.review_tasks_kept_with_work
+            else ""
+        )
         return (
             f"review project {self.review_project_id} {verb} for project {self.project_id}: "
-            f"{self.review_tasks_created} tasks added, {self.review_tasks_kept} kept, "
-            f"{self.review_tasks_removed} removed, {self.already_reviewed} flagged tasks already reviewed: "
-            f"{self.url}"
+            f"{self.n_flagged} flagged items: {self.already_reviewed} reviewed, {self.skipped} skipped "
+            f"(back in the queue), {self.pending} pending; review tasks: {self.review_tasks_created} added, "
+            f"{self.review_tasks_updated} updated in place, {self.review_tasks_kept} unchanged, "
+            f"{self.review_tasks_removed} removed (their items left the queue){kept_with_work}: {self.url}"
         )
 
 
 @dataclass
 class SyncResult:
-    """Counts of one sync: reviewed tasks, labels reviewers changed, annotations added or already there."""
+    """Counts of one sync: review tasks reviewed (a decision), skipped (cancelled annotations only: no
+    decision) and pending (no annotation; drafts included), labels reviewers changed, annotations added or
+    already there; ``review_states``: source task → the state of its review task."""
 
     source_project_id: int
     review_project_id: int
     reviewed: int = 0
+    skipped: int = 0
+    pending: int = 0
     labels_changed: int = 0
     agreed_with_suggestion: int = 0
     annotations_added: int = 0
     already_synced: int = 0
     added_task_ids: list[int] = field(default_factory=list)
+    review_states: dict[int, str] = field(default_factory=dict)  # source task → reviewed/skipped/pending
 
     def summary(self) -> str:
         """One human-readable line."""
         return (
-            f"review project {self.review_project_id}: {self.reviewed} tasks reviewed, reviewers changed "
-            f"{self.labels_changed} labels; {self.annotations_added} new annotations added to project "
-            f"{self.source_project_id}, {self.already_synced} already synced"
+            f"review project {self.review_project_id}: {self.reviewed} tasks reviewed, {self.skipped} "
+            f"skipped (not decided: they come back to the reviewer), {self.pending} pending; reviewers "
+            f"changed {self.labels_changed} labels; {self.annotations_added} new annotations added to "
+            f"project {self.source_project_id}, {self.already_synced} already synced"
         )
 
 
@@ -372,7 +406,7 @@ class PredictionPlan:
     recreated: int = 0
 
 
-def _same_number(left: Any, right: Any) -> bool:
+def same_number(left: Any, right: Any) -> bool:
     if left is None or right is None:
         return left is None and right is None
     return abs(float(left) - float(right)) < 1e-9
@@ -384,8 +418,8 @@ def _prediction_matches(prediction: dict[str, Any], target: dict[str, Any] | Non
     return (
         prediction.get("model_version") == target["model_version"]
         and prediction.get("result") == target["result"]
-        and _same_number(prediction.get("score"), target.get("score"))
-        and (not mislabeling or _same_number(prediction.get("mislabeling") or 0.0, target["mislabeling"]))
+        and same_number(prediction.get("score"), target.get("score"))
+        and (not mislabeling or same_number(prediction.get("mislabeling") or 0.0, target["mislabeling"]))
     )
 
 
@@ -495,48 +529,134 @@ def review_task_payload(
     return {"data": data, "predictions": [prediction]}
 
 
+# Review-task states (:func:`review_task_state`); the queue holds the skipped and pending ones.
+REVIEWED, SKIPPED, PENDING = "reviewed", "skipped", "pending"
+SKIP_QUEUE = "REQUEUE_FOR_ME"  # the review project's skip setting: a skipped task comes back to its reviewer
+
+
+def review_task_state(task: dict[str, Any]) -> str:
+    """``reviewed``: the task holds a decision (a counting annotation: submitted, not cancelled, non-empty
+    result; what ``sync`` copies); ``skipped``: it holds annotations but none counts (Skip leaves a cancelled
+    annotation with an empty result); ``pending``: no annotation (a draft is work in progress: pending)."""
+    if counting_annotations(task):
+        return REVIEWED
+    return SKIPPED if task.get("annotations") else PENDING
+
+
+def holds_reviewer_work(task: dict[str, Any]) -> bool:
+    """Whether a person left anything on the task: an annotation (skips included) or a draft."""
+    return bool(task.get("annotations") or task.get("drafts"))
+
+
+def relabel_fields(task: dict[str, Any]) -> dict[str, Any]:
+    """The relabel fields (``RELABEL_DATA_KEYS``) of a review task, as stored."""
+    data = task.get("data") or {}
+    return {key: data.get(key) for key in RELABEL_DATA_KEYS}
+
+
+def index_review_tasks(
+    existing: Sequence[dict[str, Any]],
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """(source task → its review task, the surplus review tasks of a source task).
+
+    A source task has one review task; a surplus one (left by a run killed mid-import) is possible, and then
+    the one with the most reviewer work is the source's (decided, then skipped, then drafted, then the
+    oldest). Tasks without ``relabel_source_task`` are not relabel's rows and are ignored.
+    """
+    work = {REVIEWED: 0, SKIPPED: 1, PENDING: 2}
+    with_source = [
+        task for task in existing if (task.get("data") or {}).get("relabel_source_task") is not None
+    ]
+    ordered = sorted(
+        with_source, key=lambda t: (work[review_task_state(t)], not t.get("drafts"), int(t["id"]))
+    )
+    by_source: dict[int, dict[str, Any]] = {}
+    surplus: list[dict[str, Any]] = []
+    for task in ordered:
+        source = int(task["data"]["relabel_source_task"])
+        if source in by_source:
+            surplus.append(task)
+        else:
+            by_source[source] = task
+    return by_source, surplus
+
+
 @dataclass
 class ReviewTaskPlan:
-    """How to turn the review project's tasks into the wanted queue, in rank order.
+    """How to turn the review project's tasks into the wanted queue without moving what stays.
 
-    ``touched_sources``: source tasks whose review task a reviewer touched (annotation or draft): kept as
-    they are and not queued again. ``delete``: untouched review tasks to remove; ``create``: relabel fields
-    of the tasks to import, in rank order; ``kept``: untouched tasks kept as they are; ``unchanged``: tasks
-    deleted and created again identically (reported as kept, not as removed + created).
+    ``states``: flagged source task → ``reviewed`` | ``skipped`` | ``pending`` (new ones are pending).
+    ``update``: (review task, wanted relabel fields) of queued tasks whose fields changed (same task id).
+    ``unrank``: tasks out of the queue (decided, or kept for reviewer work though their item left the
+    queue) whose ``relabel_rank`` is cleared. ``delete``: tasks without reviewer work whose items left
+    the queue (and surplus ones). ``create``: relabel fields of the new items, in rank order.
+    ``unchanged``: queued tasks already current; ``kept_with_work``: tasks whose items left the queue, kept
+    because they hold reviewer work.
     """
 
-    touched_sources: set[int]
-    delete: list[int]
-    create: list[dict[str, Any]]
-    kept: int
-    unchanged: int
-
-
-def review_queue_state(existing: Sequence[dict[str, Any]]) -> tuple[set[int], list[dict[str, Any]]]:
-    """(source tasks whose review task a reviewer touched, the untouched review tasks in id order)."""
-    touched: set[int] = set()
-    untouched: list[dict[str, Any]] = []
-    for task in existing:
-        source = (task.get("data") or {}).get("relabel_source_task")
-        if task.get("annotations") or task.get("drafts"):
-            if source is not None:
-                touched.add(int(source))
-        else:
-            untouched.append(task)
-    return touched, sorted(untouched, key=lambda task: int(task["id"]))
+    states: dict[int, str] = field(default_factory=dict)
+    update: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    unrank: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[int] = field(default_factory=list)
+    create: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+    kept_with_work: int = 0
 
 
 def plan_review_tasks(
-    touched: set[int], untouched: Sequence[dict[str, Any]], wanted: Sequence[dict[str, Any]]
+    by_source: dict[int, dict[str, Any]],
+    surplus: Sequence[dict[str, Any]],
+    flagged: Sequence[int],
+    wanted: dict[int, dict[str, Any]],
 ) -> ReviewTaskPlan:
-    """Plan a project-mode push: keep the untouched queue when it is a prefix of the wanted one (append the
-    rest), else replace the untouched tasks with the wanted queue."""
-    current = [{key: (task.get("data") or {}).get(key) for key in RELABEL_DATA_KEYS} for task in untouched]
-    if current == list(wanted[: len(current)]):
-        return ReviewTaskPlan(touched, [], list(wanted[len(current) :]), kept=len(current), unchanged=0)
-    same = {json.dumps(meta, sort_keys=True) for meta in current} & {
-        json.dumps(meta, sort_keys=True) for meta in wanted
-    }
-    return ReviewTaskPlan(
-        touched, [int(task["id"]) for task in untouched], list(wanted), kept=0, unchanged=len(same)
+    """Plan a project-mode push (module docstring): ``by_source``/``surplus`` from
+    :func:`index_review_tasks`, ``flagged`` the flagged source tasks in rank order, ``wanted`` the relabel
+    fields of each flagged task that is not ``reviewed``."""
+    steps = ReviewTaskPlan()
+    for source in flagged:
+        task = by_source.get(source)
+        state = PENDING if task is None else review_task_state(task)
+        steps.states[source] = state
+        if task is None:
+            steps.create.append(wanted[source])
+        elif state == REVIEWED:
+            if relabel_fields(task)["relabel_rank"] is not None:
+                steps.unrank.append(task)
+        elif relabel_fields(task) == wanted[source]:
+            steps.unchanged += 1
+        else:
+            steps.update.append((task, wanted[source]))
+    queued = set(flagged)
+    left = [task for source, task in by_source.items() if source not in queued] + list(surplus)
+    for task in sorted(left, key=lambda t: int(t["id"])):
+        if not holds_reviewer_work(task):
+            steps.delete.append(int(task["id"]))
+            continue
+        steps.kept_with_work += 1
+        if relabel_fields(task)["relabel_rank"] is not None:
+            steps.unrank.append(task)
+    return steps
+
+
+def queue_record(size: int, basis: str | None) -> dict[str, Any]:
+    """What the ledger keeps about the queue a push made: its size and why (the run's top setting)."""
+    return {"queue_size": int(size), "queue_basis": basis}
+
+
+def size_change_line(
+    where: str, recorded: dict[str, Any], fallback_size: int | None, size: int, basis: str | None
+) -> str | None:
+    """The one line a push prints before it changes a queue's size (None when the size stays).
+
+    ``recorded``: the ledger entry's data (``queue_size``, ``queue_basis`` of the run that made the queue);
+    ``fallback_size``: the queue's size as found on the server, for a queue made before sizes were recorded.
+    """
+    old = recorded.get("queue_size", fallback_size)
+    if old is None or int(old) == int(size):
+        return None
+    verb = "shrinks" if size < int(old) else "grows"
+    old_basis = recorded.get("queue_basis") or "settings not recorded"
+    return (
+        f"relabel: the {where} {verb} from {int(old)} to {int(size)} items: this run flags "
+        f"{basis or 'the items given'}; the queue there was made with {old_basis}"
     )

@@ -100,8 +100,16 @@ def sync(
     review_id = _review_project_or_fail(client, ledger, source_project_id)
     result = SyncResult(source_project_id=source_project_id, review_project_id=review_id)
     target = _target(client, source_project_id, control)
-    decisions = review_decisions(client.export_tasks(review_id), target)
+    decisions: list[Decision] = []
+    for task in client.export_tasks(review_id):
+        decided = review_decisions([task], target)
+        decisions += decided
+        source = (task.get("data") or {}).get("relabel_source_task")
+        if source is not None and int(source) not in result.review_states:
+            result.review_states[int(source)] = plan.REVIEWED if decided else plan.review_task_state(task)
+    states = list(result.review_states.values())
     result.reviewed = len(decisions)
+    result.skipped, result.pending = states.count(plan.SKIPPED), states.count(plan.PENDING)
     result.labels_changed = sum(1 for d in decisions if d.label != d.data.get("relabel_current"))
     result.agreed_with_suggestion = sum(1 for d in decisions if d.label == d.data.get("relabel_suggested"))
     source_ids = sorted({d.source_task for d in decisions})

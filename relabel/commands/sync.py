@@ -30,6 +30,11 @@ examples:
 Each reviewed task's decision (the reviewer's latest submitted, non-skipped annotation) becomes a NEW
 annotation on the source task, credited to the reviewer. Existing annotations are never edited or
 deleted, and running sync again adds nothing that is already there.
+
+sync counts the review tasks as reviewed (a decision), skipped (Skip pressed, no decision: not a
+review; relabel sets the review project's skip setting to "Requeue for me", so the task comes back at
+the end of the same reviewer's queue, and the next audit keeps it queued) and pending (not answered yet;
+a saved draft is pending). --json gives them as "reviewed", "skipped" and "pending".
 """
     + CONNECTION_HELP
 )
@@ -42,8 +47,8 @@ def register(subparsers: Any) -> None:
         help="copy review-project decisions back to the source project as new annotations",
         description=(
             "Read the reviewers' decisions in the relabel review project of --project and record them in "
-            "that project as new annotations; report how many tasks were reviewed and how many labels "
-            "reviewers changed."
+            "that project as new annotations; report how many tasks were reviewed, skipped and pending "
+            "and how many labels reviewers changed."
         ),
         epilog=SYNC_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
