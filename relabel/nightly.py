@@ -600,6 +600,10 @@ def _details(result: Any, new_flags: int, bookkeeping: ReviewBookkeeping) -> str
             else result.push.review_tasks_created
         )
         push_summary = f"queue={result.settings.queue} pushed_new={created} url={result.url}"
+        if result.settings.queue == "project":  # the flagged items' review tasks (a skip is no review)
+            push = result.push
+            push_summary += f" queue_reviewed={push.already_reviewed} queue_skipped={push.skipped}"
+            push_summary += f" queue_pending={push.pending}"
     report = f" report={result.report_path}" if result.report_path is not None else ""
     skipped = sorted(getattr(result, "skipped", None) or {})
     if skipped:  # labeled tasks whose input could not be read (the summary of `relabel audit` names why)

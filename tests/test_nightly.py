@@ -279,6 +279,7 @@ def test_a_skip_is_not_a_review(label_studio, tmp_path) -> None:
 
     assert code == EXIT_OK, output
     assert "reviewed_since_last_run=0" in output and "excluded_as_reviewed=0" in output
+    assert "queue_reviewed=0 queue_skipped=1 queue_pending=4" in output
     items = state_items(tmp_path, "skip")
     assert items[str(first)]["status"] == "flagged" and items[str(second)]["status"] == "flagged"
     after = {int(t["data"]["relabel_source_task"]): t for t in export_tasks(label_studio, review_id)}
