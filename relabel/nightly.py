@@ -119,6 +119,9 @@ class ProjectConfig:
         from connectors.label_studio.client import server_base_url
 
         server_base_url(entry["url"], f"{where}: url")  # no credentials, query or bad port; never echoed
+        for key in ("name", "report_dir", "api_key_file", "api_key_env"):
+            if key in entry and not isinstance(entry[key], str):
+                raise InputError(f"{where}: {key} must be a string; got a TOML {_toml_type(entry[key])}")
         location = {key: entry[key] for key in LOCATION_KEYS if key in entry}
         location.setdefault("name", f"project-{entry['project']}")
         settings = AuditSettings.from_mapping(
@@ -200,6 +203,18 @@ class NightlyConfig:
         projects_raw = raw.get("projects", [])
         if not isinstance(projects_raw, list) or not projects_raw:
             raise InputError(f"{where}: no [[projects]] listed")
+        tables = {
+            "defaults": raw.get("defaults", {}),
+            **{f"[[projects]] #{n}": e for n, e in enumerate(projects_raw, 1)},
+        }
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise InputError(f"{where}: {name} must be a table of keys; got a TOML {_toml_type(table)}")
+        for key in ("state_dir", "log_file"):
+            if key in raw and not isinstance(raw[key], str):
+                raise InputError(
+                    f"{where}: {key} must be a string (a folder path); got a TOML {_toml_type(raw[key])}"
+                )
         projects = [
             ProjectConfig.from_entry({**raw.get("defaults", {}), **entry}, f"{where}: project #{position}")
             for position, entry in enumerate(projects_raw, start=1)
@@ -217,6 +232,12 @@ class NightlyConfig:
             log_file=_absolute(Path(raw["log_file"]).expanduser(), base) if raw.get("log_file") else None,
             source=source,
         )
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, for messages."""
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "date or time")
 
 
 def _absolute(path: Path, base: Path) -> Path:

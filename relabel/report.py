@@ -1126,7 +1126,14 @@ def check_sync_report(report_dir: str | Path, project_id: int | None) -> Path:
         facts = json.loads((directory / AUDIT_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"--report {directory}: cannot read {AUDIT_JSON}: {error}") from None
-    audited = (facts.get("source") or {}).get("project_id")
+    source = (facts.get("source") or {}) if isinstance(facts, dict) else None
+    audited = source.get("project_id") if isinstance(source, dict) else None
+    readable = isinstance(audited, (int, type(None))) and not isinstance(audited, bool)
+    if not isinstance(source, dict) or not readable:
+        raise InputError(
+            f"--report {directory}: its {AUDIT_JSON} is damaged (not what `relabel audit` writes); name the "
+            "folder of a complete `relabel audit --report DIR`"
+        )
     if project_id is not None and audited is not None and int(audited) != int(project_id):
         raise InputError(
             f"--report {directory} is the report of project {audited}, not of project {project_id}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -120,6 +121,7 @@ class AuditSettings:
 
     def __post_init__(self) -> None:
         for item in fields(self):
+            _check_type(item.name, getattr(self, item.name), str(item.type))
             if item.metadata.get("choices") is not None:
                 _one_of(item.name, getattr(self, item.name), item.metadata["choices"])
         if self.top is not None and self.top_fraction is not None:
@@ -160,6 +162,26 @@ class AuditSettings:
     def score_methods(self) -> tuple[str, ...]:
         """The methods one audit computes: the chosen one, plus loss (shown beside it) when it is another."""
         return (self.method,) if self.method == "loss" else (self.method, "loss")
+
+
+_KINDS: dict[str, tuple[type, str]] = {
+    "str": (str, "text"),
+    "int": (numbers.Integral, "a whole number"),
+    "float": (numbers.Real, "a number"),
+    "bool": (bool, "true or false"),
+}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """InputError in one line unless ``value`` is of the field's annotated kind (``"int | None"`` …): a
+    TOML value or a Python argument of another type (text for a number, a list, a date, a boolean for a
+    count) is named before any arithmetic is done on it."""
+    base, _, rest = annotation.partition("|")
+    if value is None and "None" in rest:
+        return
+    kind, words = _KINDS.get(base.strip(), (object, ""))
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InputError(f"{name} must be {words}; got {shown(value)}")
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

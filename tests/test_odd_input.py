@@ -409,3 +409,78 @@ def test_one_malformed_image_url_skips_that_task_and_audits_the_rest(label_studi
     assert f"skipped {len(bad)} labeled tasks whose input could not be read" in out
     first = min(bad_ids)
     assert f"  Task {first}: " in out
+
+
+# ------------------------------------------------------------------------------------------ other inputs
+def test_odd_values_in_a_nightly_config_are_one_line_errors(tmp_path) -> None:
+    """Every key of the nightly TOML set, one at a time, to values of each TOML type: a config relabel
+    accepts or an InputError (one line), never another exception."""
+    import tomllib
+
+    from relabel.errors import RelabelError
+    from relabel.nightly import NightlyConfig
+    from relabel.settings import AuditSettings
+
+    values = ["", "x", "{name}/..", -1, 0, 3, 1.5, float("nan"), True, [], [1, "a"], {}, {"a": 1}]
+    values += [tomllib.loads("d = 1979-05-27T07:32:00Z")["d"], tomllib.loads("t = 07:32:00")["t"]]
+    project_keys = [
+        "name",
+        "url",
+        "project",
+        "report_dir",
+        "api_key_file",
+        "api_key_env",
+        *AuditSettings.keys(),
+    ]
+    valid = {"state_dir": str(tmp_path), "projects": [{"url": "http://127.0.0.1:9", "project": 1}]}
+    cases = [("state_dir", value) for value in values] + [("log_file", value) for value in values]
+    cases += [("defaults", value) for value in values] + [("projects", value) for value in values]
+    cases += [(f"projects.{key}", value) for key in project_keys for value in values]
+    accepted = 0
+    for key, value in cases:
+        raw = json.loads(json.dumps(valid))
+        if key.startswith("projects."):
+            raw["projects"][0][key.split(".", 1)[1]] = value
+        else:
+            raw[key] = value
+        try:
+            NightlyConfig.from_dict(raw)
+            accepted += 1
+        except RelabelError as error:
+            assert "\n" not in str(error) and "np." not in str(error), (key, value, str(error))
+    assert 0 < accepted < len(cases)
+
+
+def test_annotation_results_of_another_shape_count_as_no_label() -> None:
+    from connectors.label_studio.annotations import majority_label
+    from connectors.label_studio.config import parse_labeling_config
+    from tests.label_studio_seeding import text_classification_config
+
+    target = parse_labeling_config(text_classification_config(["a", "b"])).classification_target(None)
+    odd_results = [
+        "a",
+        {"choices": ["a"]},
+        [None, 3, "x"],
+        [{"from_name": "label", "value": "a"}],
+        [{"from_name": "label", "value": {"choices": "a"}}],
+        [{"from_name": "label", "value": {"choices": [["a"]]}}],
+        [{"from_name": "label", "value": {"choices": [{"a": 1}]}}],
+    ]
+    for result in odd_results:
+        task = {"id": 1, "annotations": [{"id": 5, "result": result, "updated_at": "2024-01-01"}]}
+        assert majority_label(task, target) is None, result
+        assert target.label_of(result) is None, result
+    good = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["b"]}}]
+    task = {"id": 1, "annotations": [{"id": 6, "result": [None, *good], "updated_at": "2024-01-01"}]}
+    assert majority_label(task, target).label == "b" and target.label_of(good) == "b"
+
+
+def test_sync_report_folder_with_a_damaged_audit_json_is_one_line(report_folder, tmp_path) -> None:
+    from relabel.report import check_sync_report
+
+    folder = damaged_copy(report_folder, tmp_path)
+    for content in ("[1, 2]", '{"source": "x"}', '{"source": {"project_id": "four"}}', "{"):
+        (folder / "audit.json").write_text(content)
+        with pytest.raises(InputError) as caught:
+            check_sync_report(folder, 4)
+        assert "\n" not in str(caught.value) and "audit.json" in str(caught.value)

@@ -41,10 +41,14 @@ def single_label(annotation: dict[str, Any], target: ClassificationTarget, task_
 
     ConnectorError naming the task when it picks several (a multi-choice answer in a single-choice project).
     """
-    for region in annotation.get("result") or []:
-        if region.get("from_name") != target.control.name:
+    result = annotation.get("result")
+    for region in result if isinstance(result, list) else []:
+        if not isinstance(region, dict) or region.get("from_name") != target.control.name:
             continue
-        picked = (region.get("value") or {}).get("choices") or []
+        value = region.get("value")
+        picked = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(picked, list) or not all(isinstance(c, (str, int, float)) for c in picked):
+            continue  # not a Choices answer relabel can read (Label Studio writes a list of strings)
         if len(picked) == 1:
             return str(picked[0])
         if len(picked) > 1:

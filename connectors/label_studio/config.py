@@ -174,11 +174,15 @@ class ClassificationTarget:
         return [region]
 
     def label_of(self, result: Sequence[dict[str, Any]] | None) -> str | None:
-        """The first label chosen with this control in an annotation's ``result``, or None."""
-        for region in result or []:
+        """The first label chosen with this control in an annotation's ``result``, or None (also for a
+        result that is not Label Studio's shape: not a list of regions, a region's ``value`` not a dict)."""
+        for region in result if isinstance(result, list) else []:
+            if not isinstance(region, dict):
+                continue
             if region.get("from_name") == self.control.name and region.get("type", "choices") == "choices":
-                choices = (region.get("value") or {}).get("choices") or []
-                if choices:
+                value = region.get("value")
+                choices = value.get("choices") if isinstance(value, dict) else None
+                if isinstance(choices, list) and choices and isinstance(choices[0], (str, int, float)):
                     return str(choices[0])
         return None
 

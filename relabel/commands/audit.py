@@ -46,6 +46,12 @@ what it writes (re-running updates it; nothing is duplicated, no annotation is e
                    suspicious) and a Data Manager tab "relabel: review queue" showing only the flagged
                    tasks.
   `relabel undo --project ID` removes all of it again.
+
+tasks it cannot read:
+  a labeled task whose input cannot be read (an image URL with a bad port, a broken IPv6 literal or an
+  unknown scheme, a data: URI or download that is not an image, an image URL answering an HTTP error, a
+  missing input field, a tabular row that is not numbers) is skipped and named with its reason in the
+  summary ("N skipped: input unreadable"; --json: n_skipped, skipped_tasks); the rest is audited.
 """
     + CONNECTION_HELP
 )

@@ -32,7 +32,9 @@ CONNECTION_HELP = f"""
 connection:
   The server URL comes from --url or ${URL_ENV}; the API token from --api-key-file (a file holding
   only the token) or ${API_KEY_ENV}. Use a Personal Access Token (Account & Settings → Personal Access
-  Token) or, where the organization allows them, a legacy token. The token is never printed.
+  Token) or, where the organization allows them, a legacy token. The token is never printed. The URL
+  is the server's base URL only: one carrying a user:password@ part, a query string or a fragment (where a
+  token would be pasted) is refused before anything is sent, and never echoed.
 """
 
 
@@ -40,7 +42,10 @@ def add_connection_options(parser: argparse.ArgumentParser, *, project_required:
     """``--url``, ``--project``, ``--api-key-file``: where the Label Studio project is and how to log in."""
     group = parser.add_argument_group("Label Studio")
     group.add_argument(
-        "--url", default=None, help=f"Label Studio base URL, e.g. http://localhost:8080 (default: ${URL_ENV})"
+        "--url",
+        default=None,
+        help=f"Label Studio base URL, e.g. http://localhost:8080 (default: ${URL_ENV}); a URL with a "
+        "user:password@ part, a query string or a fragment is refused before any request",
     )
     group.add_argument(
         "--project", type=int, required=project_required, metavar="ID", help="the project id (in its URL)"
@@ -131,7 +136,8 @@ def add_file_options(parser: argparse.ArgumentParser, *, data_required: bool) ->
         "data",
         nargs=None if data_required else "?",
         type=Path,
-        help="CSV, TSV, Parquet or JSONL file with a label column",
+        help="CSV, TSV, Parquet or JSONL file with a label column (one value a cell: a list, a struct, or a "
+        "date used as a feature is refused with the file, column and row)",
     )
     group = parser.add_argument_group("file columns")
     group.add_argument(
