@@ -388,7 +388,7 @@ class ReviewQueue:
         if not task_ids:
             return {}
         found = {int(task["id"]): task for task in self.client.export_tasks(project_id, task_ids)}
-        missing = [task_id for task_id in task_ids if int(task_id) not in found]
+        missing = [int(task_id) for task_id in task_ids if int(task_id) not in found]
         if missing:
             raise ConnectorError(
                 f"tasks {missing[:10]} are not in project {project_id} any more; re-run the audit"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from relabel.commands.options import add_connection_options, add_file_options
 from relabel.dataset import LabeledDataset
-from relabel.errors import InputError
+from relabel.errors import InputError, shown
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 
@@ -169,7 +169,7 @@ def truthy(values: pd.Series) -> np.ndarray:
             return True
         if text in ("", "0", "false", "no", "n", "f", "nan"):
             return False
-        raise InputError(f"known-error column value {value!r} is not one of 1/0, true/false, yes/no")
+        raise InputError(f"known-error column value {shown(value)} is not one of 1/0, true/false, yes/no")
 
     return np.array([one(value) for value in values.tolist()], dtype=bool)
 
