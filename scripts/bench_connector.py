@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,8 @@ def bench_push(
     * ``view+mis``: first push in view mode writing ``mislabeling`` too (one PATCH per prediction; only for
       the sizes in ``mislabeling_sizes``, it is slow);
     * ``project`` / ``project-rerun``: first push and re-push in project mode (a review project with N task
-      copies), then undo (deletes the review project).
+      copies); ``project-shift``: a re-push after the top item left, so every other task's rank moves and
+      is updated in place (one request per task); then undo (deletes the review project).
     """
     from connectors.label_studio.push import ReviewQueue
     from relabel.dataset import FlaggedItem
@@ -175,6 +177,9 @@ def bench_push(
             connector.undo(project_id, force=True)
         timed("project", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
         timed("project-rerun", n_items, lambda items=items: plain.push(project_id, items, mode="project"))
+        # The top item leaves (accepted); every other rank moves up one: each task is updated in place.
+        shifted = [replace(item, rank=item.rank - 1) for item in items[1:]]
+        timed("project-shift", n_items - 1, lambda s=shifted: plain.push(project_id, s, mode="project"))
         connector.undo(project_id, force=True)
     return rows
 

@@ -383,3 +383,31 @@ def test_no_function_is_longer_than_80_lines() -> None:
                 if length > 80:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert long == []
+
+
+def test_audit_says_why_the_queue_changes_size_and_marks_review_states(capsys) -> None:
+    client, project_id, _, _ = seeded()
+    connector = LabelStudioConnector(client=client)
+    first = run_audit(connector, project_id, AuditSettings(top=6, queue="project"), progress=False)
+    review_id = first.push.review_project_id
+    top = first.flagged_task_ids[0]
+    (task,) = [t for t in client.export_tasks(review_id) if t["data"]["relabel_source_task"] == top]
+    client.add_annotation(task["id"], [], cancelled=True)  # the reviewer skips rank 1
+    capsys.readouterr()
+
+    second = run_audit(
+        connector, project_id, AuditSettings(top_fraction=0.05, queue="project"), progress=False
+    )
+
+    assert capsys.readouterr().err == (
+        f"relabel: the review queue of project {project_id} shrinks from 6 to 3 items: this run flags "
+        "top_fraction=0.05 of 60 ranked items; the queue there was made with top=6 (of 60 ranked items)\n"
+    )
+    assert second.flagged_task_ids == first.flagged_task_ids[:3]
+    states = second.ranking.set_index("task_id")["review_state"]
+    assert states[top] == "skipped" and [states[t] for t in second.flagged_task_ids[1:]] == ["pending"] * 2
+    assert set(states.drop(second.flagged_task_ids)) == {""}
+    assert (second.push.skipped, second.push.pending, second.push.already_reviewed) == (1, 2, 0)
+    assert [t["id"] for t in client.export_tasks(review_id) if t["data"]["relabel_source_task"] == top] == [
+        task["id"]
+    ]
