@@ -13,6 +13,9 @@ import pandas as pd
 from relabel.errors import InputError
 
 InputKind = Literal["text", "image", "tabular"]
+# Where a connector puts the review queue: "project" (a separate review project) or "view" (predictions and
+# a tab in the project itself); the audit setting ``queue`` (relabel.settings) takes one of these.
+QUEUE_MODES: tuple[str, ...] = ("view", "project")
 
 
 @dataclass

@@ -15,12 +15,11 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from relabel.dataset import QUEUE_MODES
 from relabel.errors import InputError, shown
 from relabel.featurizers import CNN_IMAGE_SIZE, FEATURE_SETS, PIXEL_IMAGE_SIZE
 from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
 from relabel.selection import DEFAULT_TOP_FRACTION
-
-QUEUE_MODES = ("view", "project")
 
 
 def setting(

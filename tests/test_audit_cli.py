@@ -286,6 +286,12 @@ def test_sync_marks_the_report_stale_and_the_ledger_explains_itself(
         browser.goto((report / "report.html").resolve().as_uri())
         browser.wait_for_selector("#stale", visible=True)
         assert f"synced {recorded['synced_at'][:16].replace('T', ' ')} UTC" in browser.text("#stale")
+        # the reviewed item carries the sync's "reviewed" mark; the others none
+        marked = browser.evaluate(
+            "[...document.querySelectorAll('#flagged tbody tr')].filter(r => r.querySelector("
+            "'.review-mark.synced')).map(r => [+r.dataset.item, r.querySelector('.review-mark').textContent])"
+        )
+        assert marked == [[int(review_tasks[0]["data"]["relabel_source_task"]), "reviewed"]]
         banner_top = browser.evaluate("document.getElementById('stale').getBoundingClientRect().top")
         assert 0 <= banner_top < 768  # seen without scrolling
         browser.drain(0.3)

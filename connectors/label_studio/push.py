@@ -21,7 +21,7 @@ from connectors.label_studio.config import ClassificationTarget, parse_labeling_
 from connectors.label_studio.ledger import Entry, Ledger, new_nonce
 from connectors.label_studio.owned import OwnedPredictions, nonce_marker, owned_review_project, owned_view
 from connectors.label_studio.queue_plan import PushResult
-from relabel.dataset import FlaggedItem
+from relabel.dataset import QUEUE_MODES, FlaggedItem
 from relabel.errors import ConnectorError, InputError
 
 
@@ -105,8 +105,8 @@ class ReviewQueue:
         and named in the line printed when a later push changes the queue's size.
         Re-running with the same items changes nothing; with other items it updates what the last run made.
         """
-        if mode not in plan.QUEUE_MODES:
-            raise InputError(f"queue mode must be one of {', '.join(plan.QUEUE_MODES)}; got {mode!r}")
+        if mode not in QUEUE_MODES:
+            raise InputError(f"queue mode must be one of {', '.join(QUEUE_MODES)}; got {mode!r}")
         items = sorted(items, key=lambda item: item.rank)
         task_ids = [item.task_id for item in items]
         if len(set(task_ids)) != len(task_ids):

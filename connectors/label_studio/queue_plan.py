@@ -107,7 +107,6 @@ RELABEL_DATA_KEYS = (
 )
 NOTE_TAG_NAME = "relabel_note"
 PROJECT_TITLE_MAX_LENGTH = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
-QUEUE_MODES = ("view", "project")
 
 # Chunk sizes for bulk requests (one request per chunk). A prediction import costs a few seconds per request
 # whatever its size on a local 1.23 server (2,000 predictions: 5.7 s in one request, 18.6 s in four), so

@@ -97,16 +97,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def mark_report(report_dir: Path, result: Any) -> str | None:
-    """Record the sync (its UTC time and counts) in the audit report folder (:func:`relabel.report.
-    record_sync`); None, or the one-line reason it failed."""
+    """Record the sync (its UTC time, counts, and each source task's review state) in the audit report
+    folder (:func:`relabel.report.record_sync`); None, or the one-line reason it failed."""
     from relabel.errors import RelabelError
     from relabel.report import record_sync
 
     facts = {key: value for key, value in asdict(result).items() if not isinstance(value, (list, dict))}
     facts["synced_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    facts["states"] = {
-        str(task): state for task, state in (getattr(result, "review_states", None) or {}).items()
-    }
+    facts["states"] = {str(task): state for task, state in result.review_states.items()}
     try:
         record_sync(report_dir, facts)
     except (RelabelError, OSError) as error:
