@@ -55,6 +55,7 @@ log; the other projects still ran); 2 the configuration is unusable; 3 another r
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -506,31 +507,54 @@ def _run_pipeline(
     now: str,
     seconds: dict[str, float],
     push: bool,
+    mark: Any = None,
 ) -> tuple[Any, ReviewBookkeeping, int]:
     """The pipeline on a pulled project, with the items reviewed since earlier runs excluded; records the
-    flags in ``state``. Returns (the audit result, the review bookkeeping, how many flags are new)."""
-    from relabel.pipeline import audit_dataset
+    flags in ``state``. Returns (the audit result, the review bookkeeping, how many flags are new).
 
-    bookkeeping = update_reviews(state, records, now)
-    previously = {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
-    report_dir = project.report_path()
+    ``mark`` (taken before the pull): if the project changed by the time the write lease is held, it is
+    pulled again under the lease and the review rules are applied afresh to that pull (``records`` is
+    updated in place)."""
+    from relabel.pipeline import audit_dataset, pull_labeled
+
+    before = copy.deepcopy(state.items)
+    found = {"bookkeeping": update_reviews(state, records, now)}
+
+    def reread() -> tuple[Any, set[int]]:
+        fresh = pull_labeled(connector, project.project, project.settings.control)
+        records.clear()
+        records.update(_label_records(fresh))
+        state.items = copy.deepcopy(before)
+        found["bookkeeping"] = update_reviews(state, records, now)
+        return fresh, found["bookkeeping"].excluded
+
+    def flagged_before() -> set[int]:  # after the review rules, before this run's flags
+        return {int(k) for k, v in state.items.items() if v["status"] == "flagged"}
+
     result = audit_dataset(
         connector,
         project.project,
         dataset,
         project.settings,
         push=push,
-        report_dir=report_dir,
-        excluded=bookkeeping.excluded,
+        report_dir=project.report_path(),
+        excluded=found["bookkeeping"].excluded,
         seconds=seconds,
         report_title=f"relabel nightly audit — {project.name} (project {project.project})",
         report_summary=lambda flagged: {
-            "new since last run": len(set(flagged) - previously),
-            "reviewed, not re-flagged": len(bookkeeping.excluded),
+            "new since last run": len(set(flagged) - flagged_before()),
+            "reviewed, not re-flagged": len(found["bookkeeping"].excluded),
             "run at": now,
         },
+        mark=mark,
+        reread=reread,
     )
-    return result, bookkeeping, _record_flags(state, result.flagged_task_ids, records, now, previously)
+    previously = flagged_before()
+    return (
+        result,
+        found["bookkeeping"],
+        _record_flags(state, result.flagged_task_ids, records, now, previously),
+    )
 
 
 def audit_project(
@@ -543,7 +567,7 @@ def audit_project(
 ) -> ProjectOutcome:
     """One project: skip if unchanged, else pull, run the pipeline with the reviewed items excluded, and
     record the state. Stage seconds go into the log line."""
-    from relabel.pipeline import pull_labeled, stage_timer
+    from relabel.pipeline import pull_labeled, read_mark, stage_timer
 
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -566,6 +590,7 @@ def audit_project(
                 "updated_at), not pulled, nothing pushed"
             ),
         )
+    mark = read_mark(connector, project.project) if push else None
     with stage_timer(seconds, "pull"):
         dataset = pull_labeled(connector, project.project, project.settings.control)
     records = _label_records(dataset)
@@ -585,8 +610,9 @@ def audit_project(
             ),
         )
     result, bookkeeping, new_flags = _run_pipeline(
-        connector, project, dataset, state, records, now, seconds, push
+        connector, project, dataset, state, records, now, seconds, push, mark
     )
+    fingerprint = data_fingerprint(records)  # of the pull the push decided on (re-read under the lease)
     state.data_fingerprint, state.settings_fingerprint, state.last_run_at = fingerprint, settings, now
     if push:
         _advance_watermark(connector, project, state, started_at, task_number)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class AuditResult:
     report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if any.
     triage:           the flagged items' tiers and the estimated number of label errors
                       (:class:`relabel.triage.Triage`).
+    reread:           the project changed between the pull and the push (another writer ran): it was
+                      pulled and ranked again under the write lease, and the push used that.
     """
 
     project_id: int
@@ -60,6 +62,7 @@ class AuditResult:
     dataset: LabeledDataset | None = None
     scorer: Any = None
     triage: Any = None
+    reread: bool = False
 
     @property
     def n_flagged(self) -> int:
@@ -84,6 +87,11 @@ class AuditResult:
         if self.triage is not None:
             lines.append(self.triage.summary_line())
         lines += self.solver_lines()
+        if self.reread:
+            lines.append(
+                "the project changed while the audit ran (another writer finished first): pulled and ranked "
+                "again under the write lease before pushing"
+            )
         if self.push is not None:
             lines.append(self.push.summary())
         if self.report_path is not None:
@@ -205,10 +213,14 @@ def run_audit(
 
     ``settings``: what to fit, score and flag (defaults: :class:`AuditSettings`). ``push=False`` ranks
     without writing to Label Studio; ``report_dir``: also write the HTML report and the ranking files.
+    The pull runs before the project's write lease is taken (the fit may be long); under the lease the
+    project is checked against the mark taken before the pull and, if it changed, pulled and ranked again
+    before anything is pushed (:func:`push_ranked`).
     Raises :class:`relabel.errors.RelabelError` subclasses for anything the user can fix.
     """
     settings = settings or AuditSettings()
     seconds: dict[str, float] = {}
+    mark = read_mark(connector, project_id) if push else None
     with stage_timer(seconds, "pull"):
         dataset = pull_labeled(connector, project_id, settings.control, progress)
     return audit_dataset(
@@ -220,6 +232,8 @@ def run_audit(
         report_dir=report_dir,
         progress=progress,
         seconds=seconds,
+        mark=mark,
+        reread=lambda: (pull_labeled(connector, project_id, settings.control, progress), ()),
     )
 
 
@@ -229,6 +243,93 @@ def mark_review_states(table: pd.DataFrame, states: dict[int, str]) -> None:
     the report's marks and ``ranking.csv``."""
     if states:
         table["review_state"] = [states.get(int(task_id), "") for task_id in table["task_id"]]
+
+
+@dataclass
+class RankedItems:
+    """The score, select and triage stages on one pulled dataset: the fitted scorer, the ranking table with
+    the triage columns, the triage, the flagged items and the feature count."""
+
+    dataset: LabeledDataset
+    scorer: Any
+    table: pd.DataFrame
+    triage: Any
+    items: list[Any]
+    n_features: int
+
+
+def rank_dataset(
+    dataset: LabeledDataset,
+    settings: AuditSettings,
+    seconds: dict[str, float],
+    progress: bool,
+    excluded: Collection[int] = (),
+) -> RankedItems:
+    """Featurize, fit, score, pick the items to flag (``excluded`` never) and triage them."""
+    from relabel.report import ARCHIVE_TOP
+    from relabel.selection import flagged_items, number_to_flag, ranking_table
+    from relabel.triage import triage_audit
+
+    scorer, scores, n_features = score_dataset(dataset, settings, seconds, progress)
+    n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
+    table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
+    with stage_timer(seconds, "triage"):
+        triage = triage_audit(table, dataset, scorer, explain_top=max(settings.explain_top, ARCHIVE_TOP))
+    return RankedItems(dataset, scorer, triage.table, triage, flagged_items(triage.table), n_features)
+
+
+def read_mark(connector: Any, project_id: int) -> Any:
+    """The connector's mark of the project before a read (None for a connector that cannot tell)."""
+    reader = getattr(connector, "read_mark", None)
+    return None if reader is None else reader(project_id)
+
+
+def write_lease(connector: Any, project_id: int, command: str) -> Any:
+    """The connector's write lease of the project for a ``with`` block (none for a connector without)."""
+    lease = getattr(connector, "lease", None)
+    return nullcontext() if lease is None else lease(project_id, command)
+
+
+Reread = Callable[[], tuple[LabeledDataset, Collection[int]]]
+
+
+def push_ranked(
+    connector: Any,
+    project_id: int,
+    ranked: RankedItems,
+    settings: AuditSettings,
+    *,
+    seconds: dict[str, float],
+    progress: bool,
+    mark: Any = None,
+    reread: Reread | None = None,
+) -> tuple[RankedItems, Any, bool]:
+    """Push ``ranked``'s items under the project's write lease. The data it decides on is read under that
+    lease: when the project changed since ``mark`` (taken before the pull; e.g. ``relabel accept`` or
+    ``sync`` ran meanwhile), ``reread()`` pulls again (dataset and excluded ids) and the items are ranked
+    again before anything is written. Returns (what was pushed, the push result, whether it re-read)."""
+    from relabel.selection import flag_basis
+
+    reread_done = False
+    with write_lease(connector, project_id, "audit"):
+        if mark is not None and reread is not None and connector.changed_since(project_id, mark):
+            with stage_timer(seconds, "pull"):
+                dataset, excluded = reread()
+            ranked = rank_dataset(dataset, settings, seconds, progress, excluded)
+            reread_done = True
+        with stage_timer(seconds, "push"):
+            pushed = connector.push(
+                project_id,
+                ranked.items,
+                mode=settings.queue,
+                method=settings.method,
+                control=settings.control,
+                progress=progress,
+                write_mislabeling=settings.write_mislabeling,
+                basis=flag_basis(len(ranked.dataset), settings.top, settings.top_fraction),
+            )
+        mark_review_states(ranked.table, getattr(pushed, "review_states", None) or {})
+    return ranked, pushed, reread_done
 
 
 def audit_dataset(
@@ -244,37 +345,29 @@ def audit_dataset(
     report_title: str | None = None,
     report_summary: Callable[[list[int]], dict[str, Any]] | None = None,
     seconds: dict[str, float] | None = None,
+    mark: Any = None,
+    reread: Reread | None = None,
 ) -> AuditResult:
     """:func:`run_audit` after the pull: ``dataset`` is the project's pulled items. ``excluded``: task ids
     that may not be flagged (the nightly run's reviewed items); the next items in rank order take their
     places. ``report_title``: the report's title; ``report_summary``: flagged task ids → extra lines for the
-    report's summary."""
-    from relabel.report import ARCHIVE_TOP
-    from relabel.selection import flag_basis, flagged_items, number_to_flag, ranking_table
-    from relabel.triage import triage_audit
-
+    report's summary. ``mark``/``reread``: see :func:`push_ranked` (the push decides on data read under
+    the write lease)."""
     seconds = {} if seconds is None else seconds
-    scorer, scores, n_features = score_dataset(dataset, settings, seconds, progress)
-    n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
-    table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
-    with stage_timer(seconds, "triage"):
-        triage = triage_audit(table, dataset, scorer, explain_top=max(settings.explain_top, ARCHIVE_TOP))
-    table = triage.table
-    items = flagged_items(table)
-    push_result = None
+    ranked = rank_dataset(dataset, settings, seconds, progress, excluded)
+    push_result, reread_done = None, False
     if push:
-        with stage_timer(seconds, "push"):
-            push_result = connector.push(
-                project_id,
-                items,
-                mode=settings.queue,
-                method=settings.method,
-                control=settings.control,
-                progress=progress,
-                write_mislabeling=settings.write_mislabeling,
-                basis=flag_basis(len(dataset), settings.top, settings.top_fraction),
-            )
-        mark_review_states(table, getattr(push_result, "review_states", None) or {})
+        ranked, push_result, reread_done = push_ranked(
+            connector,
+            project_id,
+            ranked,
+            settings,
+            seconds=seconds,
+            progress=progress,
+            mark=mark,
+            reread=reread,
+        )
+    dataset, items = ranked.dataset, ranked.items
     report_path = None
     if report_dir is not None:
         from relabel.report import write_audit_report
@@ -283,12 +376,12 @@ def audit_dataset(
             paths = write_audit_report(
                 report_dir,
                 dataset,
-                scorer,
-                table,
+                ranked.scorer,
+                ranked.table,
                 method=settings.method,
                 n_flagged=len(items),
                 explain_top=settings.explain_top,
-                triage=triage,
+                triage=ranked.triage,
                 title=report_title,
                 summary=None if report_summary is None else report_summary([item.task_id for item in items]),
             )
@@ -300,14 +393,15 @@ def audit_dataset(
         n_tasks=int(source.get("n_tasks", len(dataset) + len(dataset.unlabeled_ids))),
         n_labeled=len(dataset),
         n_unlabeled=len(dataset.unlabeled_ids),
-        n_features=n_features,
+        n_features=ranked.n_features,
         flagged_task_ids=[item.task_id for item in items],
-        ranking=table,
+        ranking=ranked.table,
         push=push_result,
         url=None if push_result is None else push_result.url,
         seconds=seconds,
         report_path=report_path,
         dataset=dataset,
-        scorer=scorer,
-        triage=triage,
+        scorer=ranked.scorer,
+        triage=ranked.triage,
+        reread=reread_done,
     )

@@ -118,6 +118,14 @@ class FakeLabelStudioClient:
         self._count("server_time_and_task_count")
         return self._clock.strftime(LABEL_STUDIO_DATETIME_FORMAT), len(self._tasks_of(project_id))
 
+    def project_counts(self, project_id: int) -> tuple[str | None, tuple[int | None, ...]]:
+        self._count("project_counts")
+        tasks = self._tasks_of(project_id)
+        annotations = [a for task in tasks for a in task["annotations"]]
+        skipped = sum(1 for a in annotations if a.get("was_cancelled"))
+        moment = self._clock.strftime(LABEL_STUDIO_DATETIME_FORMAT)
+        return moment, (len(tasks), len(annotations) - skipped, skipped)
+
     def server_now(self, project_id: int) -> datetime:
         return self._clock
 

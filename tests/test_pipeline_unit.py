@@ -252,9 +252,9 @@ def test_undo_leaves_look_alikes_it_did_not_create() -> None:
 
 def test_a_second_writer_is_refused_while_the_lease_is_held() -> None:
     client, project_id, _, _ = seeded()
-    connector = LabelStudioConnector(client=client)
+    connector, holder = LabelStudioConnector(client=client), LabelStudioConnector(client=client)
     connector.lease_wait_seconds = 0
-    with connector.lease(project_id, "test holder"), pytest.raises(LockedError, match="test holder"):
+    with holder.lease(project_id, "test holder"), pytest.raises(LockedError, match="test holder"):
         run_audit(connector, project_id, AuditSettings(top=3, queue="view"), progress=False)
     assert relabel_predictions(client, project_id) == []
     run_audit(

@@ -428,6 +428,23 @@ class LabelStudioClient:
         moment = parsedate_to_datetime(date).astimezone(UTC)
         return moment.strftime(LABEL_STUDIO_DATETIME_FORMAT), task_number
 
+    def project_counts(self, project_id: int) -> tuple[str | None, tuple[int | None, ...]]:
+        """(the server's current time as in :meth:`server_time_and_task_count`; the project's numbers of
+        tasks, annotations and skipped annotations), from one read of the project."""
+        response = self._call(
+            f"GET project {project_id}", self._sdk.projects.with_raw_response.get, int(project_id)
+        )
+        project = _plain(response.data) or {}
+        counts = []
+        for key in ("task_number", "total_annotations_number", "skipped_annotations_number"):
+            try:
+                counts.append(int(project.get(key)))
+            except (TypeError, ValueError):
+                counts.append(None)
+        date = response.headers.get("date")
+        moment = None if not date else parsedate_to_datetime(date).astimezone(UTC)
+        return (None if moment is None else moment.strftime(LABEL_STUDIO_DATETIME_FORMAT)), tuple(counts)
+
     def server_now(self, project_id: int) -> datetime:
         """The server's clock (HTTP ``Date``, whole seconds, UTC); this machine's clock if the server
         does not say."""
@@ -661,13 +678,23 @@ class LabelStudioClient:
             fields["completed_by"] = int(completed_by)
         return _plain(
             self._call(
-                f"create annotation on task {task_id}", self._sdk.annotations.create, int(task_id), **fields
+                f"create annotation on task {task_id}",
+                self._sdk.annotations.create,
+                int(task_id),
+                not_found=f"task {int(task_id)} is not on Label Studio at {self.url} any more (deleted)",
+                **fields,
             )
         )
 
     def delete_annotation(self, annotation_id: int) -> None:
-        """Delete one annotation (relabel deletes only annotations its ledger records as its own)."""
-        self._call(f"delete annotation {annotation_id}", self._sdk.annotations.delete, int(annotation_id))
+        """Delete one annotation (relabel deletes only annotations its ledger records as its own, and only
+        while they are as it wrote them); NotFoundError when it is already gone."""
+        self._call(
+            f"delete annotation {annotation_id}",
+            self._sdk.annotations.delete,
+            int(annotation_id),
+            not_found=f"annotation {int(annotation_id)} is not on Label Studio at {self.url} any more",
+        )
 
     def user_emails(self) -> dict[int, str]:
         """User id → e-mail (for provenance); empty when the token's user may not list users."""

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import connectors.label_studio.changes as changes
@@ -43,6 +45,7 @@ class LabelStudioConnector:
         self.client = client if client is not None else LabelStudioClient(url, api_key)
         self.ledger = Ledger(self.client)
         self.lease_wait_seconds = DEFAULT_LEASE_WAIT_SECONDS
+        self._held = threading.local()  # the projects whose lease this thread holds through this object
         self._pulled: dict[tuple[int, str | None], PulledProject] = {}
 
     @property
@@ -101,9 +104,32 @@ class LabelStudioConnector:
                 basis=basis,
             )
 
-    def lease(self, project_id: int, command: str) -> Any:
-        """The project's write lease (see :mod:`connectors.label_studio.ledger`) for a ``with`` block."""
-        return self.ledger.lease(project_id, command, wait_seconds=self.lease_wait_seconds)
+    @contextmanager
+    def lease(self, project_id: int, command: str) -> Iterator[None]:
+        """The project's write lease (see :mod:`connectors.label_studio.ledger`) for a ``with`` block.
+
+        Re-entrant in one thread: a command that took the lease to read (e.g. an audit re-checking what it
+        pulled) and then calls :meth:`push` holds it once, not twice.
+        """
+        held: set[int] = self._held.__dict__.setdefault("projects", set())
+        if int(project_id) in held:
+            yield
+            return
+        with self.ledger.lease(project_id, command, wait_seconds=self.lease_wait_seconds):
+            held.add(int(project_id))
+            try:
+                yield
+            finally:
+                held.discard(int(project_id))
+
+    def read_mark(self, project_id: int) -> changes.ProjectMark:
+        """The project's counts and the server's clock now; take it before reading what a write decides on."""
+        return changes.read_mark(self.client, project_id)
+
+    def changed_since(self, project_id: int, mark: changes.ProjectMark) -> bool:
+        """Whether the project may have changed since ``mark`` (see :func:`changes.changed_since`); asked
+        under the write lease, before writing."""
+        return changes.changed_since(self.client, project_id, mark)
 
     def sync(self, project_id: int, *, control: str | None = None, progress: bool = False) -> SyncResult:
         """Copy reviewers' decisions back as new annotations (see :func:`review.sync`)."""
@@ -130,10 +156,18 @@ class LabelStudioConnector:
             else len(review.pending_in_tier(self.client, int(entry.data["object_id"]), tier))
         )
 
-    def undo(self, project_id: int, *, force: bool = False) -> UndoResult:
-        """Remove everything relabel added to the project (see :func:`review.undo`)."""
+    def undo(
+        self,
+        project_id: int,
+        *,
+        force: bool = False,
+        save_backup: Callable[[int, list[dict[str, Any]]], str] | None = None,
+    ) -> UndoResult:
+        """Remove what relabel added to the project and nobody changed (see :func:`review.undo`);
+        ``save_backup(review project id, tasks)`` saves a review project's reviewer work before ``force``
+        deletes it and returns where."""
         with self.lease(project_id, "undo"):
-            return review.undo(self.client, self.ledger, project_id, force=force)
+            return review.undo(self.client, self.ledger, project_id, force=force, save_backup=save_backup)
 
     def review_project(self, project_id: int) -> dict[str, Any] | None:
         """relabel's review project of ``project_id`` as its ledger records it (None if there is none)."""

@@ -1,9 +1,17 @@
 """What relabel provably owns in a project, read from its ledger (:mod:`connectors.label_studio.ledger`):
 its predictions, its Data Manager view, its review project; and the look-alikes it must leave alone.
+
+Owning an object is not owning its content: a reviewer can edit an annotation relabel created (new result,
+new ``updated_at``, same id). So for what relabel writes that a person can change (the annotations of
+``relabel accept``), the ledger also records *what* it wrote (:func:`written_record`: a hash of the
+result and the ``updated_at`` the server gave it), and :func:`still_as_written` tells whether it is
+still exactly that; only then may relabel delete it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -12,6 +20,34 @@ from typing import Any
 import connectors.label_studio.queue_plan as plan
 from connectors.label_studio.client import LabelStudioClient
 from connectors.label_studio.ledger import Entry, Ledger
+
+
+def content_hash(value: Any) -> str:
+    """A hash of a JSON value (an annotation's ``result``): sha256 of its canonical JSON (sorted keys),
+    first 32 hex digits. Equal hashes ⇔ equal content (up to key order)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def written_record(annotation: dict[str, Any], task_id: int) -> dict[str, Any]:
+    """What the ledger keeps of an annotation relabel just created: its id, its task, the hash of its result
+    and its ``updated_at`` (both as the server answered the creation)."""
+    return {
+        "id": int(annotation["id"]),
+        "task": int(task_id),
+        "result_hash": content_hash(annotation.get("result") or []),
+        "updated_at": annotation.get("updated_at"),
+    }
+
+
+def still_as_written(record: dict[str, Any], annotation: dict[str, Any]) -> bool:
+    """Whether ``annotation`` (as the server holds it now) is still exactly what relabel wrote: same result
+    hash and same ``updated_at`` (a person who re-saves it, even unchanged, makes it theirs)."""
+    return (
+        record.get("result_hash") is not None
+        and content_hash(annotation.get("result") or []) == record["result_hash"]
+        and str(annotation.get("updated_at")) == str(record.get("updated_at"))
+    )
 
 
 def nonce_marker(nonce: str) -> str:

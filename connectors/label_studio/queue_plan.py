@@ -54,9 +54,10 @@ puts an already-labelled task back in the labeling stream):
 task as a NEW annotation, ``completed_by`` the reviewer, whose single region carries the id
 ``relabel-sync-<review annotation id>``: that id is how a re-sync knows a decision is already there.
 
-``undo`` deletes the predictions whose model_version starts with ``relabel-``, the views titled
-``relabel: review queue`` and the review project, and nothing else. It refuses to delete a review project
-holding reviewer decisions that were not synced yet (``force=True`` overrides).
+``undo`` deletes the predictions, the view and the review project that relabel's ledger records, and the
+annotations of ``relabel accept`` still exactly as relabel wrote them; nothing else (see
+:mod:`connectors.label_studio.review`). It refuses to delete a review project holding reviewer work
+(decisions not yet synced, drafts, skips) unless forced, and then saves that work to a local file first.
 
 Label Studio 1.23 facts this relies on (measured against a local server):
     * ``POST /api/projects/{id}/import/predictions`` bulk-creates predictions (``task``, ``result``,
@@ -213,15 +214,20 @@ class SyncResult:
     already_synced: int = 0
     added_task_ids: list[int] = field(default_factory=list)
     review_states: dict[int, str] = field(default_factory=dict)  # source task → reviewed/skipped/pending
+    source_gone: list[str] = field(default_factory=list)  # named now: their source task was deleted
+    source_gone_total: int = 0  # decisions on deleted source tasks, named now or by an earlier sync
 
     def summary(self) -> str:
-        """One human-readable line."""
-        return (
+        """One human-readable line, plus one line per decision whose source task was deleted (once)."""
+        line = (
             f"review project {self.review_project_id}: {self.reviewed} tasks reviewed, {self.skipped} "
             f"skipped (not decided: they come back to the reviewer), {self.pending} pending; reviewers "
             f"changed {self.labels_changed} labels; {self.annotations_added} new annotations added to "
             f"project {self.source_project_id}, {self.already_synced} already synced"
         )
+        if self.source_gone_total:
+            line += f", {self.source_gone_total} on deleted source tasks (not copied)"
+        return "\n".join([line, *(f"not copied: {name}" for name in self.source_gone)])
 
 
 @dataclass
@@ -292,9 +298,13 @@ class UndoResult:
     review_project_deleted: int | None = None
     accepted_annotations_deleted: int = 0
     left_alone: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # one line per kind of content a person changed, kept
+    backups: list[str] = field(default_factory=list)  # files holding a review project's work (--force)
+    gone_decisions: list[str] = field(default_factory=list)  # decisions on deleted source tasks
 
     def summary(self) -> str:
-        """One human-readable line, plus one line per look-alike left alone."""
+        """One human-readable line, plus one line per backup written, per kind of content kept and per
+        look-alike left alone."""
         review = (
             f"review project {self.review_project_deleted} deleted"
             if self.review_project_deleted is not None
@@ -309,6 +319,15 @@ class UndoResult:
                 else ""
             )
         ]
+        lines += [
+            f"saved the review project's annotations and drafts first to {path}" for path in self.backups
+        ]
+        if self.gone_decisions:
+            lines.append(
+                "deleted with the review project: decisions on source tasks a person deleted: "
+                + ", ".join(self.gone_decisions)
+            )
+        lines += self.kept
         lines += [
             f"left alone (looks like relabel's, but relabel did not create it): {n}" for n in self.left_alone
         ]
