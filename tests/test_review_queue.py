@@ -298,8 +298,12 @@ def test_undo_removes_all_of_relabel_and_leaves_annotations_byte_identical(label
     annotate(label_studio, review_task["id"], choice_result("pos"))
     with pytest.raises(RelabelError, match="sync"):
         queue.undo(project_id)
-    # ... until it is forced.
-    result = queue.undo(project_id, force=True)
+    # ... until it is forced, which saves the reviewer's work to a file first.
+    saved: list[tuple[int, list[dict[str, Any]]]] = []
+    result = queue.undo(project_id, force=True, save_backup=lambda r, tasks: saved.append((r, tasks)) or "f")
+    assert result.backups == ["f"] and [(r, [t["id"] for t in tasks]) for r, tasks in saved] == [
+        (pushed.review_project_id, [review_task["id"]])
+    ]
 
     assert result.review_project_deleted == pushed.review_project_id
     assert result.model_versions == ["relabel-loss"]

@@ -29,8 +29,10 @@ examples:
 
 For every review task of the tier that nobody has touched yet, the model's suggested label becomes a NEW
 annotation on the source task (region id relabel-accept-<review task id>, recorded in relabel's ledger),
-and the review task leaves the queue. Existing annotations are never changed; `relabel undo --project 3`
-removes the accepted suggestions again.
+and the review task leaves the queue; the ledger also records what relabel wrote (a hash of the result and
+its updated_at). Existing annotations are never changed; `relabel undo --project 3` removes the accepted
+suggestions again, except those a person has edited or re-saved since (kept and named). The review tasks
+are read after accept holds the project's write lease.
 """
     + CONNECTION_HELP
 )

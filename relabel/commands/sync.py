@@ -29,7 +29,9 @@ examples:
 
 Each reviewed task's decision (the reviewer's latest submitted, non-skipped annotation) becomes a NEW
 annotation on the source task, credited to the reviewer. Existing annotations are never edited or
-deleted, and running sync again adds nothing that is already there.
+deleted, and running sync again adds nothing that is already there. A decision whose source task a person
+deleted is named once ("not copied: review task R (source task S)"), recorded, and skipped; it never
+stops the other decisions or a later sync.
 
 sync counts the review tasks as reviewed (a decision), skipped (Skip pressed, no decision: not a
 review; relabel sets the review project's skip setting to "Requeue for me", so the task comes back at
