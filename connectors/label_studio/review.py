@@ -43,7 +43,7 @@ from connectors.label_studio.owned import (
 )
 from connectors.label_studio.push import run_each
 from connectors.label_studio.queue_plan import AcceptPreview, AcceptResult, SyncResult, UndoResult
-from relabel.errors import ConnectorError, NotFoundError, RelabelError
+from relabel.errors import NotFoundError, RelabelError
 
 
 def _target(client: LabelStudioClient, project_id: int, control: str | None) -> ClassificationTarget:

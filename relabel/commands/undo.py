@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         default=DEFAULT_BACKUP_DIR,
         metavar="DIR",
-        help=f"where --force saves a review project's reviewer work first (default: ./{DEFAULT_BACKUP_DIR})",
+        help=f"where --force saves a review project's reviewer work first (default: {DEFAULT_BACKUP_DIR})",
     )
     add_json_option(parser)
     add_progress_options(parser)  # accepted by every command; undo draws no progress bar
