@@ -30,7 +30,7 @@ from relabel.settings import AuditSettings
 from tests.label_studio_seeding import annotate, choice_result, create_draft, export_tasks, get_json
 from tests.test_review_queue import CLASSES, _seed
 
-SCENARIOS = int(os.environ.get("RELABEL_SCENARIOS", "8"))
+SCENARIOS = int(os.environ.get("RELABEL_SCENARIOS", "5"))
 STEPS = 12
 ACTIONS = {  # action → weight
     "audit": 3,
