@@ -5,6 +5,7 @@ sync that waited for the write lease decides on what it reads under it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ import requests
 from connectors.label_studio import LabelStudioConnector
 from relabel.dataset import FlaggedItem
 from relabel.errors import RelabelError
+from relabel.nightly import EXIT_OK, run_nightly
 from relabel.pipeline import run_audit
 from relabel.settings import AuditSettings
 from tests.label_studio_seeding import (
@@ -274,3 +276,45 @@ def test_accept_and_sync_started_together_revert_no_decision(label_studio: Any) 
         assert labels[source] == "meh"  # the reviewer's decision, not reverted
     for source in accepted:
         assert labels[source] == suggested[source]
+
+
+def test_the_nightly_run_decides_on_what_it_reads_under_the_lease(tmp_path: Path) -> None:
+    """A person's label saved after the nightly run pulled (and before it took the lease) is what the review
+    queue and the state show (in-memory server: the real-server case is the audit test above)."""
+    from tests.test_pipeline_unit import CLASSES as UNIT_CLASSES
+    from tests.test_pipeline_unit import choice, seeded
+
+    client, project_id, task_ids, flipped = seeded()
+    connector = LabelStudioConnector(client=client)
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[defaults]\nurl = "{client.url}"\ntop = 6\nqueue = "project"\n'
+        f'[[projects]]\nname = "unit"\nproject = {project_id}\n'
+    )
+    plain_pull, pulls, fixed = connector.pull, [], {}
+
+    def pull_then_a_person_fixes_the_labels(*args: Any, **kwargs: Any) -> Any:
+        dataset = plain_pull(*args, **kwargs)
+        pulls.append(len(dataset))
+        if not fixed:  # a reviewer corrects every planted error right after the first pull
+            for task in sorted(flipped):
+                truth = UNIT_CLASSES[task_ids.index(task) % 3]
+                client.add_annotation(task, choice(truth))
+                fixed[task] = truth
+        return dataset
+
+    connector.pull = pull_then_a_person_fixes_the_labels  # type: ignore[method-assign]
+    stream = io.StringIO()
+    assert run_nightly(config, stream=stream, connector_factory=lambda _: connector) == EXIT_OK, (
+        stream.getvalue()
+    )
+    assert len(pulls) == 2  # pulled again under the lease
+    review = connector.review_project(project_id)
+    shown = {
+        int(t["data"]["relabel_source_task"]): t["data"]["relabel_current"]
+        for t in client.export_tasks(int(review["id"]))
+    }
+    assert shown and all(shown[task] == truth for task, truth in fixed.items() if task in shown)
+    state = json.loads((tmp_path / "state" / "unit.state.json").read_text())
+    for task, truth in fixed.items():
+        assert state["items"].get(str(task), {"label": truth})["label"] == truth
