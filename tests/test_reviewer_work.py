@@ -239,6 +239,7 @@ def test_an_audit_that_pulled_before_accept_wrote_decides_on_what_it_reads_under
     read = zip(result.dataset.ids, result.dataset.labels, strict=True)
     assert {int(i): str(label) for i, label in read} == after
     assert flagged <= set(after)
+    assert not run_audit(auditor, project_id, settings, progress=False).reread  # nothing changed: one pull
 
 
 def test_accept_and_sync_started_together_revert_no_decision(label_studio: Any) -> None:
