@@ -22,6 +22,7 @@ import pandas as pd
 
 from relabel.dataset import LabeledDataset, text_inputs
 from relabel.errors import InputError
+from relabel.models.cnn import CNN_IMAGE_SIZE  # noqa: F401  (re-exported: the CNN default side)
 
 if TYPE_CHECKING:
     from relabel.text_embeddings import SentenceEmbeddingFeaturizer
@@ -308,9 +309,6 @@ def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featuri
     return featurizer
 
 
-CNN_IMAGE_SIZE = 28  # default side in pixels of the CNN's input (8 px pixel features lose too much for it)
-
-
 def featurize(
     dataset: LabeledDataset,
     model: str,
@@ -323,22 +321,25 @@ def featurize(
     """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
 
     Uses :func:`featurizer_for` (text → sentence embeddings or TF-IDF per ``features``, image → pixels,
-    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (default: 8 for
-    pixel features, ``CNN_IMAGE_SIZE`` = 28, MNIST's size, for the CNN); ``device``/``progress`` go to
-    the embedding model. Returns the features and the ``image_shape`` (C, H, W) to hand to the CNN (None
-    otherwise).
+    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (default: the
+    model kind's ``default_image_size``: 8 for pixel features, ``CNN_IMAGE_SIZE`` = 28, MNIST's size, for
+    the CNN); ``device``/``progress`` go to the embedding model. Returns the features and the
+    ``image_shape`` (C, H, W) to hand to a model that takes images (None otherwise).
     """
+    from relabel.models import model_kind
+
+    kind = model_kind(model)
     options: dict[str, Any] = {}
-    if image_size is None and model == "cnn":
-        image_size = CNN_IMAGE_SIZE
+    if image_size is None and kind.inputs == "images":
+        image_size = kind.default_image_size
     if image_size is not None and dataset.kind == "image":
         options["size"] = (int(image_size), int(image_size))
     if dataset.kind == "text":
         options.update(device=device, progress=progress)
     featurizer = featurizer_for(dataset.kind, features if dataset.kind == "text" else "auto", **options)
-    if model == "cnn":
+    if kind.inputs == "images":
         if dataset.kind != "image":
-            raise InputError(f"model 'cnn' needs an image project; this one is {dataset.kind}")
+            raise InputError(f"model {kind.name!r} needs an image project; this one is {dataset.kind}")
         arrays = np.asarray(featurizer.image_arrays(dataset.inputs), dtype=np.float64)
         return arrays, tuple(int(side) for side in arrays.shape[1:])
     X = np.asarray(featurizer.fit_transform(dataset.inputs), dtype=np.float64)

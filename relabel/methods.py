@@ -6,63 +6,79 @@ For item i with given label y_i and predicted class probabilities p_i (a row of 
     margin_i = max_{k ≠ y_i} p_i[k] − p_i[y_i]       (in [−1, 1]; > 0 when another class is preferred)
     random_i ~ Uniform(0, 1), seeded                 (the no-information baseline)
 
-and the registry every part of relabel reads the method and model names from (:data:`METHODS`,
-:data:`MODELS`): the CLI's choices and help, the scorer, ``compare`` and the report.
+and the registry every part of relabel reads the method names from (:data:`METHODS`): the CLI's choices
+and help, the scorer, ``compare`` and the report. Each entry scores: ``Method.score(scorer)`` is its column
+for a fitted :class:`relabel.scorer.SuspicionScorer`. The models' registry is :mod:`relabel.models`
+(:data:`MODELS` here is the same table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from relabel.models import MODEL_KINDS
 
 
 @dataclass(frozen=True)
 class Method:
-    """A way to rank items by suspicion: its name, one line for ``--help`` and the report, and whether the
-    scorer computes it from one fit (``confident_learning`` needs k-fold refits: only ``compare`` runs it)."""
+    """A way to rank items by suspicion: its name, one line for ``--help`` and the report, and ``score``:
+    the fitted scorer → one score per item (higher = more suspicious). Methods without ``score`` need more
+    than one fit (``confident_learning``: k-fold refits): only ``compare`` runs them."""
 
     name: str
     description: str
-    in_scorer: bool = True
+    score: Callable[[Any], np.ndarray] | None = None
+
+    @property
+    def in_scorer(self) -> bool:
+        """Whether :class:`relabel.scorer.SuspicionScorer` computes it from its one fit."""
+        return self.score is not None
 
 
-@dataclass(frozen=True)
-class Model:
-    """A model relabel fits: its name and one line for ``--help``."""
+def _self_influence(scorer: Any) -> np.ndarray:
+    return scorer.self_influence()
 
-    name: str
-    description: str
+
+def _loss(scorer: Any) -> np.ndarray:
+    return cross_entropy_loss(scorer.probabilities, scorer.y)
+
+
+def _margin(scorer: Any) -> np.ndarray:
+    return probability_margin(scorer.probabilities, scorer.y)
+
+
+def _random(scorer: Any) -> np.ndarray:
+    return random_scores(len(scorer.y), scorer.seed)
 
 
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("self_influence", "g_iᵀ H⁻¹ g_i (Koh & Liang 2017): how much the model bent to fit the label"),
-        Method("loss", "−log p(given label): the usual baseline"),
-        Method("margin", "best other class probability − given-label probability"),
-        Method("confident_learning", "out-of-fold self-confidence (k-fold refits)", in_scorer=False),
-        Method("random", "seeded random order: the no-information baseline"),
+        Method(
+            "self_influence",
+            "g_iᵀ H⁻¹ g_i (Koh & Liang 2017): how much the model bent to fit the label",
+            _self_influence,
+        ),
+        Method("loss", "−log p(given label): the usual baseline", _loss),
+        Method("margin", "best other class probability − given-label probability", _margin),
+        Method("confident_learning", "out-of-fold self-confidence (k-fold refits)"),
+        Method("random", "seeded random order: the no-information baseline", _random),
     )
 }
 SCORE_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.in_scorer)
 COMPARISON_METHODS: tuple[str, ...] = tuple(METHODS)
 
-MODELS: dict[str, Model] = {
-    model.name: model
-    for model in (
-        Model("logistic", "multinomial logistic regression: exact self-influence"),
-        Model("mlp", "one-hidden-layer tanh network: damped self-influence, iterative solver"),
-        Model("cnn", "small convolutional network for images: damped self-influence, iterative solver"),
-    )
-}
-MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+MODELS = MODEL_KINDS  # the model registry (relabel.models), by name
+MODEL_NAMES: tuple[str, ...] = tuple(MODEL_KINDS)  # the kinds registered in relabel/models/__init__.py
 # θ that deep models take self-influence over (relabel.influence.scope): auto, all parameters, last layer
 INFLUENCE_SCOPES = ("auto", "all", "last")
 
 
-def describe(table: dict[str, Method] | dict[str, Model], names: Sequence[str] | None = None) -> str:
+def describe(table: Mapping[str, Any], names: Sequence[str] | None = None) -> str:
     """``name: description`` lines of a registry (all entries, or ``names``), for ``--help`` texts."""
     return "; ".join(f"{name}: {table[name].description}" for name in (names or table))
 

@@ -10,60 +10,44 @@ model and the Hessian factorisation without refitting.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from relabel.errors import InputError, shown
 from relabel.influence.auto import SolverChoice, build_solver
 from relabel.influence.base import InfluenceSolver
-from relabel.influence.cg import CgConfig
-from relabel.influence.direct import DEFAULT_HESSIAN_MEMORY_BUDGET
-from relabel.influence.exact import PRECISIONS, ExactLogisticSolver, LogisticGradients
-from relabel.influence.lissa import LissaConfig
-from relabel.influence.scope import DEFAULT_SCOPE_BUDGET_SECONDS, SCOPES, ParameterScope, choose_scope
-from relabel.influence.torch_objective import (
-    PerExampleLoss,
-    TorchObjective,
-    cross_entropy_per_example,
-    select_parameter_names,
-)
-from relabel.logistic import LogisticFit, fit_logistic
-from relabel.methods import (
-    MODEL_NAMES,
-    SCORE_METHODS,
-    cross_entropy_loss,
-    probability_margin,
-    random_scores,
-)
+from relabel.influence.scope import ParameterScope
+from relabel.influence.settings import SOLVER_NAMES, InfluenceSettings
+from relabel.influence.torch_objective import TorchObjective
+from relabel.logistic import LogisticFit
+from relabel.methods import METHODS, SCORE_METHODS
+from relabel.models import FitSummary, FittedModel, ModelKind, ModelSettings, model_kind
 from relabel.selection import add_rank_columns
-from relabel.torch_models import (
-    build_cnn,
-    build_logistic,
-    build_mlp,
-    is_final_linear,
-    train_for_influence,
-)
 
-SOLVER_NAMES = ("auto", "exact", "direct", "cg", "lissa")
+__all__ = ["SOLVER_NAMES", "FitSummary", "SuspicionScorer", "encode_labels", "rank", "split_options"]
+
+_MODEL_FIELDS = {f.name for f in fields(ModelSettings)}
+_INFLUENCE_FIELDS = {f.name for f in fields(InfluenceSettings)}
 
 
-@dataclass
-class FitSummary:
-    """How the model fit ended: ‖∇J(θ̂)‖₂ (with respect to ``gradient_over``: all parameters, or the last
-    layer's when influence is taken over it), J(θ̂) in nats, and the optimiser's iteration count."""
-
-    model: str
-    gradient_norm: float
-    objective: float
-    iterations: int
-    n_parameters: int
-    gradient_over: str = "all parameters"
+def split_options(options: dict[str, Any]) -> tuple[ModelSettings, InfluenceSettings]:
+    """Flat keyword options → (model settings, solver settings), each field by its name; ``seed`` goes to
+    both (one seed for the fit and the solver), ``lissa``/``cg`` are the iterative solvers' configs.
+    An unknown name is an InputError listing the known ones."""
+    unknown = sorted(set(options) - _MODEL_FIELDS - _INFLUENCE_FIELDS)
+    if unknown:
+        known = ", ".join(sorted(_MODEL_FIELDS | _INFLUENCE_FIELDS))
+        raise InputError(f"unknown scorer option(s) {unknown}; known: {known}")
+    model = ModelSettings(**{key: value for key, value in options.items() if key in _MODEL_FIELDS})
+    influence = InfluenceSettings(
+        **{key: value for key, value in options.items() if key in _INFLUENCE_FIELDS and value is not None}
+    )
+    return model, influence
 
 
 def encode_labels(y: Sequence[Any], classes: Sequence[Any] | None) -> tuple[np.ndarray, list[Any]]:
@@ -111,85 +95,51 @@ def check_class_counts(y: np.ndarray, classes: Sequence[Any], item_ids: Sequence
 
 
 class SuspicionScorer:
-    """Fit a model, then score every training item by each requested method.
+    """Validate → fit → score: fit a model kind (:mod:`relabel.models`) to (X, y), then score every
+    training item by each requested method (:data:`relabel.methods.METHODS`).
 
-    Parameters mirror :func:`rank`. :meth:`fit` sets every fitted attribute, whatever the model: ``X``,
-    ``y`` (class indices), ``classes``, ``fit_summary``, ``probabilities`` (n, K), ``logistic_fit`` (the
-    logistic model's fit, else None), ``module`` (the torch model, else None), ``objective`` (the torch
-    objective LiSSA works on, else None), ``parameter_scope`` (the θ influence is taken over, deep models);
-    ``solver`` (the :class:`InfluenceSolver`) is built on first use.
-    Querying before :meth:`fit` raises InputError.
+    ``model``: a registered name or an ``nn.Module``. ``model_settings`` (:class:`ModelSettings`) and
+    ``influence`` (:class:`InfluenceSettings`) hold the model's and the solver's settings; flat keyword
+    ``options`` (``l2=``, ``solver=``, ``hidden_units=``, ``lissa=``, …) fill them by field name instead.
+    :meth:`fit` sets every fitted attribute, whatever the model: ``X``, ``y`` (class indices), ``classes``,
+    ``fit_summary``, ``probabilities`` (n, K), ``logistic_fit`` (the logistic model's fit, else None),
+    ``module`` (the torch model, else None), ``objective`` (the torch objective the iterative solvers work
+    on, else None), ``parameter_scope`` (the θ influence is taken over, deep models), ``solver_name``;
+    ``solver`` (the :class:`InfluenceSolver`) is built on first use. Querying before :meth:`fit` raises
+    InputError.
     """
 
     def __init__(
         self,
-        *,
         model: str | nn.Module = "logistic",
-        solver: str = "auto",
-        l2: float = 1e-3,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        loss_fn: PerExampleLoss | None = None,
-        hidden_units: int = 64,
-        image_shape: tuple[int, int, int] | None = None,
-        train_model: bool = True,
-        lissa: LissaConfig | None = None,
-        chunk_size: int = 1024,
-        gradient_tolerance: float | None = None,
-        max_training_iterations: int = 5000,
-        progress: bool = False,
-        cg: CgConfig | None = None,
-        hessian_memory_budget: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
-        max_training_seconds: float = 600.0,
-        influence_parameters: str = "auto",
-        scope_budget_seconds: float = DEFAULT_SCOPE_BUDGET_SECONDS,
-        exact_precision: str = "float64",
+        *,
+        model_settings: ModelSettings | None = None,
+        influence: InfluenceSettings | None = None,
+        **options: Any,
     ) -> None:
-        if isinstance(model, str) and model not in MODEL_NAMES:
-            raise InputError(
-                f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)} or pass an nn.Module"
-            )
-        if solver not in SOLVER_NAMES:
-            raise InputError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVER_NAMES)}")
-        if solver == "exact" and model != "logistic":
-            raise InputError("solver='exact' is only available for model='logistic'; use solver='auto'")
-        if l2 <= 0:
-            raise InputError(f"l2 must be > 0; got {l2}")
-        if influence_parameters not in SCOPES:
-            raise InputError(
-                f"unknown influence_parameters {influence_parameters!r}: choose one of {', '.join(SCOPES)}"
-            )
-        self.influence_parameters = influence_parameters
-        self.scope_budget_seconds = float(scope_budget_seconds)
-        self.parameter_scope: ParameterScope | None = None
+        if options:
+            given_model, given_influence = split_options(options)
+            model_settings = model_settings or given_model
+            influence = influence or given_influence
+        self.kind: ModelKind = model_kind(model)
         self.model = model
-        # auto: exact Cholesky for logistic; for torch models direct / cg / lissa by the cost model
-        # (relabel.influence.auto), resolved when the solver is built (then solver_name says which ran)
-        self.solver_name = "exact" if solver == "auto" and model == "logistic" else solver
-        self.requested_solver = self.solver_name
-        self.cg_config = cg or CgConfig(seed=seed)
-        self.hessian_memory_budget = int(hessian_memory_budget)
-        if exact_precision not in PRECISIONS:
+        self.settings = model_settings or ModelSettings()
+        self.influence = influence or InfluenceSettings(seed=self.settings.seed)
+        if self.influence.solver not in self.kind.solvers:
             raise InputError(
-                f"exact_precision must be one of {', '.join(PRECISIONS)}; got {exact_precision!r}"
+                f"solver={self.influence.solver!r} is not available for model={self.kind.name!r}; "
+                f"choose one of {', '.join(self.kind.solvers)}"
             )
-        self.exact_precision = exact_precision
-        self.max_training_seconds = float(max_training_seconds)
-        self.solver_choice: SolverChoice | None = None
-        self.l2 = float(l2)
-        self.seed = int(seed)
-        self.device = torch.device(device)
-        self.loss_fn = loss_fn or cross_entropy_per_example
-        self.hidden_units = hidden_units
-        self.image_shape = image_shape
-        self.train_model = train_model
-        self.lissa_config = lissa or LissaConfig(seed=seed)
-        self.chunk_size = chunk_size
-        self.gradient_tolerance = gradient_tolerance
-        self.max_training_iterations = max_training_iterations
-        self.progress = progress
-        self._solver: InfluenceSolver | None = None
         self._fitted = False
+
+    @property
+    def l2(self) -> float:
+        """λ, the L2 weight of the fit."""
+        return self.settings.l2
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
 
     def _require_fit(self) -> None:
         if not self._fitted:
@@ -207,180 +157,34 @@ class SuspicionScorer:
 
         ``item_ids`` (optional, one per row) only name items in error messages.
         """
-        X = np.asarray(X, dtype=np.float64) if not isinstance(X, torch.Tensor) else X.double().cpu().numpy()
-        if X.ndim < 2 or X.shape[0] != len(y):
-            raise InputError(f"X must have one row per label: X has shape {X.shape}, y has {len(y)} labels")
-        bad = np.argwhere(~np.isfinite(X.reshape(X.shape[0], -1)))
-        if bad.size:
-            row = bad[0][0]
-            item = f"id {shown(item_ids[row])}" if item_ids is not None else f"row {row}"
-            raise InputError(
-                f"X has a non-finite value (NaN or inf) at {item}, feature {int(bad[0][1])}: "
-                "clean or impute it first"
-            )
-        self.y, self.classes = encode_labels(y, classes)
-        check_class_counts(self.y, self.classes, item_ids)
-        self.X = X
-        n_classes = len(self.classes)
-        self.logistic_fit: LogisticFit | None = None
-        self.module: nn.Module | None = None
-        self.objective: TorchObjective | None = None
-        if self.model == "logistic":
-            self.logistic_fit = self._fit_logistic(X.reshape(len(X), -1), n_classes)
-            self.probabilities = self.logistic_fit.predict_proba(X.reshape(len(X), -1))
-            if self.solver_name != "exact":
-                self.module = self._logistic_module(self.logistic_fit)
-        else:
-            self.module = self._fit_torch_model(X, n_classes)
-        if self.solver_name != "exact":
-            self.objective = self._torch_objective()
-            self.probabilities = self.objective.probabilities()
-        self._solver = None
-        self._fitted = True
+        X, y_indices, class_list = validate(X, y, classes, item_ids)
+        fitted = self.kind.fit(X, y_indices, len(class_list), self.settings, self.influence)
+        self.X, self.y, self.classes = X, y_indices, class_list
+        self._set_fitted(fitted)
         return self
 
-    def _fit_logistic(self, X: np.ndarray, n_classes: int) -> LogisticFit:
-        with tqdm(total=1, desc="fit logistic", disable=not self.progress, leave=False) as bar:
-            fit = fit_logistic(
-                X, self.y, n_classes, l2=self.l2, gradient_tolerance=self.gradient_tolerance or 1e-8
-            )
-            bar.update(1)
-        self.fit_summary = FitSummary(
-            "logistic",
-            fit.gradient_norm,
-            fit.objective,
-            fit.lbfgs_iterations + fit.newton_steps,
-            fit.n_parameters,
-        )
-        return fit
-
-    def _logistic_module(self, fit: LogisticFit) -> nn.Module:
-        module = build_logistic(fit.Theta.shape[0] - 1, fit.n_classes).to(self.device, torch.float64)
-        with torch.no_grad():
-            module.weight.copy_(torch.as_tensor(fit.Theta[:-1].T))
-            module.bias.copy_(torch.as_tensor(fit.Theta[-1]))
-        return module
-
-    def _torch_inputs(self) -> torch.Tensor:
-        X = self.X
-        if self.model == "cnn":
-            if X.ndim == 2:
-                if self.image_shape is None:
-                    raise InputError(
-                        "model='cnn' needs images (n, C, H, W) or image_shape=(C, H, W) for flat rows"
-                    )
-                X = X.reshape(len(X), *self.image_shape)
-            elif X.ndim == 3:
-                X = X[:, None]
-        elif X.ndim > 2:
-            X = X.reshape(len(X), -1)
-        return torch.as_tensor(X, dtype=torch.float64, device=self.device)
-
-    def _fit_torch_model(self, X: np.ndarray, n_classes: int) -> nn.Module:
-        inputs = self._torch_inputs()
-        torch.manual_seed(self.seed)
-        if isinstance(self.model, nn.Module):
-            module = self.model
-            name = type(module).__name__
-        elif self.model == "mlp":
-            module = build_mlp(inputs.shape[1], n_classes, self.hidden_units)
-            name = "mlp"
-        else:
-            module = build_cnn(tuple(inputs.shape[1:]), n_classes)
-            name = "cnn"
-        module = module.to(self.device, torch.float64)
-        targets = torch.as_tensor(self.y, device=self.device)
-        tolerance = self.gradient_tolerance or 1e-4
-        self.parameter_scope = self._choose_scope(module, inputs, targets)
-        if self.train_model:
-            with tqdm(
-                total=self.max_training_iterations,
-                desc=f"train {name}",
-                disable=not self.progress,
-                leave=False,
-            ) as bar:
-
-                def advance(iterations: int, gradient_norm: float) -> None:
-                    bar.n = min(iterations, bar.total)
-                    bar.set_postfix(grad_norm=f"{gradient_norm:.2e}")
-                    bar.refresh()
-
-                report = train_for_influence(
-                    module,
-                    inputs,
-                    targets,
-                    weight_decay=self.l2,
-                    loss_fn=self.loss_fn,
-                    gradient_tolerance=tolerance,
-                    max_iterations=self.max_training_iterations,
-                    max_seconds=self.max_training_seconds,
-                    seed=self.seed,
-                    progress=advance,
-                    polish_parameters=self.parameter_scope.names,
-                )
-            self.fit_summary = FitSummary(
-                name,
-                report.gradient_norm,
-                report.objective,
-                report.iterations,
-                sum(p.numel() for p in module.parameters()),
-                self.parameter_scope.gradient_label(),
-            )
-        else:
-            self.fit_summary = FitSummary(
-                name, float("nan"), float("nan"), 0, sum(p.numel() for p in module.parameters())
-            )
-        return module
-
-    def _choose_scope(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> ParameterScope:
-        """θ for influence: ``LissaConfig.parameters`` when given, else :func:`choose_scope`."""
-        given = self.lissa_config.parameters
-        if given is not None:
-            names = tuple(select_parameter_names(module, given))
-            size = sum(p.numel() for name, p in module.named_parameters() if name in names)
-            total = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            return ParameterScope(names, "given", size, total, "LissaConfig.parameters")
-        with tqdm(total=1, desc="influence scope", disable=not self.progress, leave=False) as bar:
-            scope = choose_scope(
-                module,
-                inputs,
-                targets,
-                self.influence_parameters,
-                weight_decay=self.l2,
-                loss_fn=self.loss_fn,
-                budget_seconds=self.scope_budget_seconds,
-                memory_budget_bytes=self.hessian_memory_budget,
-            )
-            bar.update(1)
-        return scope
+    def _set_fitted(self, fitted: FittedModel) -> None:
+        self.fitted = fitted
+        self.probabilities: np.ndarray = fitted.probabilities
+        self.fit_summary: FitSummary = fitted.summary
+        self.logistic_fit: LogisticFit | None = fitted.logistic_fit
+        self.module: nn.Module | None = fitted.module
+        self.objective: TorchObjective | None = fitted.objective
+        self.parameter_scope: ParameterScope | None = fitted.parameter_scope
+        requested = self.influence.solver
+        exact = fitted.exact_solver is not None and requested in ("auto", "exact")
+        # auto: the kind's exact solver when it has one; for torch models direct / cg / lissa by the cost
+        # model (relabel.influence.auto), resolved when the solver is built (then solver_name says which ran)
+        self.solver_name = "exact" if exact else requested
+        self.solver_choice: SolverChoice | None = None
+        self._solver: InfluenceSolver | None = None
+        self._fitted = True
 
     def convex_objective(self) -> bool:
         """Whether J over the influence θ is known convex (then δ = 0 by default, docs/maths.md § Damping):
         the logistic model, or cross-entropy over a final linear layer with the body held fixed."""
-        if self.model == "logistic":
-            return True
-        scope = self.parameter_scope
-        return (
-            scope is not None
-            and scope.kind in ("last", "given")
-            and self.loss_fn is cross_entropy_per_example
-            and is_final_linear(self.module, scope.names, self.objective.X)
-        )
-
-    def _torch_objective(self) -> TorchObjective:
-        objective = TorchObjective(
-            self.module,
-            self._torch_inputs()
-            if self.model != "logistic"
-            else torch.as_tensor(self.X.reshape(len(self.X), -1), dtype=torch.float64, device=self.device),
-            torch.as_tensor(self.y, device=self.device),
-            weight_decay=self.l2,
-            loss_fn=self.loss_fn,
-            parameter_names=self.parameter_scope.names if self.parameter_scope is not None else None,
-        )
-        if not self.train_model:
-            self.fit_summary.gradient_norm = objective.objective_gradient_norm()
-        return objective
+        self._require_fit()
+        return self.fitted.convex
 
     # ------------------------------------------------------------------ scoring
     @property
@@ -388,26 +192,22 @@ class SuspicionScorer:
         """The influence solver (Hessian factorised / spectrum estimated on first use)."""
         self._require_fit()
         if self._solver is None:
+            influence = self.influence
             if self.solver_name == "exact":
-                gradients = LogisticGradients(self.X.reshape(len(self.X), -1), self.y, self.logistic_fit)
-                with tqdm(
-                    total=gradients.n_items, desc="Hessian", disable=not self.progress, leave=False
-                ) as bar:
-                    self._solver = ExactLogisticSolver(
-                        gradients,
-                        self.chunk_size,
-                        hessian_progress=bar.update,
-                        precision=self.exact_precision,
-                    )
+                self._solver = self.fitted.exact_solver(
+                    influence.chunk_size, self.settings.progress, influence.exact_precision
+                )
             else:
                 self._solver, self.solver_choice = build_solver(
                     self.objective,
-                    self.requested_solver,
-                    convex=self.convex_objective(),
-                    lissa=self.lissa_config,
-                    cg=self.cg_config,
-                    memory_budget_bytes=self.hessian_memory_budget,
-                    chunk_size=self.chunk_size,
+                    influence.solver,
+                    convex=self.fitted.convex,
+                    damping=influence.damping,
+                    seed=influence.seed,
+                    lissa=influence.lissa,
+                    cg=influence.cg,
+                    memory_budget_bytes=influence.hessian_memory_budget,
+                    chunk_size=influence.chunk_size,
                 )
                 self.solver_name = self.solver_choice.name
         return self._solver
@@ -421,14 +221,7 @@ class SuspicionScorer:
             raise InputError(f"unknown method(s) {unknown}: choose from {', '.join(SCORE_METHODS)}")
         frame = pd.DataFrame(index=pd.RangeIndex(len(self.y)))
         for method in methods:
-            if method == "self_influence":
-                frame[method] = self.self_influence()
-            elif method == "loss":
-                frame[method] = cross_entropy_loss(self.probabilities, self.y)
-            elif method == "margin":
-                frame[method] = probability_margin(self.probabilities, self.y)
-            else:
-                frame[method] = random_scores(len(self.y), self.seed)
+            frame[method] = METHODS[method].score(self)
         add_rank_columns(frame, methods)
         predicted = self.probabilities.argmax(axis=1)
         frame["predicted_class"] = [self.classes[index] for index in predicted]
@@ -438,7 +231,9 @@ class SuspicionScorer:
     def self_influence(self) -> np.ndarray:
         """g_iᵀ H⁻¹ g_i for every training item (docs/maths.md, § Self-influence), shape (n,)."""
         solver = self.solver
-        with tqdm(total=len(self.y), desc="self-influence", disable=not self.progress, leave=False) as bar:
+        with tqdm(
+            total=len(self.y), desc="self-influence", disable=not self.settings.progress, leave=False
+        ) as bar:
             return solver.self_influence(progress=bar.update)
 
     def explain(self, index: int, top: int = 5) -> pd.DataFrame:
@@ -465,6 +260,29 @@ class SuspicionScorer:
         )
 
 
+def validate(
+    X: Any, y: Sequence[Any], classes: Sequence[Any] | None, item_ids: Sequence[Any] | None
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """(X as float64, y as class indices, the class list); InputError for a shape mismatch, a non-finite
+    value or a class that cannot be learned (named by ``item_ids`` when given, else by row)."""
+    if hasattr(X, "detach"):  # a torch tensor
+        X = X.detach().double().cpu().numpy()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim < 2 or X.shape[0] != len(y):
+        raise InputError(f"X must have one row per label: X has shape {X.shape}, y has {len(y)} labels")
+    bad = np.argwhere(~np.isfinite(X.reshape(X.shape[0], -1)))
+    if bad.size:
+        row = bad[0][0]
+        item = f"id {shown(item_ids[row])}" if item_ids is not None else f"row {row}"
+        raise InputError(
+            f"X has a non-finite value (NaN or inf) at {item}, feature {int(bad[0][1])}: "
+            "clean or impute it first"
+        )
+    indices, class_list = encode_labels(y, classes)
+    check_class_counts(indices, class_list, item_ids)
+    return X, indices, class_list
+
+
 def strongest_influences(influence: np.ndarray, index: int, top: int) -> list[tuple[str, int]]:
     """("supports", j) for the ``top`` largest positive influences on item ``index``, then ("opposes", j)
     for the ``top`` most negative; the item itself is excluded. ``influence`` is not modified."""
@@ -481,11 +299,7 @@ def rank(
     y: Sequence[Any],
     *,
     model: str | nn.Module = "logistic",
-    solver: str = "auto",
     methods: Sequence[str] = ("self_influence", "loss"),
-    l2: float = 1e-3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
     classes: Sequence[Any] | None = None,
     item_ids: Sequence[Any] | None = None,
     **options: Any,
@@ -493,19 +307,16 @@ def rank(
     """Rank training items by how suspicious their label is; one row per item, in input order.
 
     X: (n, d) features, or (n, C, H, W) images for ``model="cnn"``. y: labels (integers 0..K-1, or any
-    hashable labels; ``classes`` fixes their order). ``model``: "logistic" (exact Hessian), "mlp",
-    "cnn", or an ``nn.Module`` (pass ``loss_fn`` returning per-example losses if not cross-entropy;
-    ``train_model=False`` scores it as given). ``solver``: "auto" (exact for logistic, LiSSA otherwise),
-    "exact" or "lissa" (``lissa=LissaConfig(...)`` tunes it). ``l2``: λ, the L2 weight on all
-    parameters (weight decay for torch models). Columns: each of ``methods`` among self_influence, loss,
-    margin, random (higher = more suspicious), ``rank_<method>`` (1 = most suspicious),
-    ``predicted_class`` and ``predicted_probability``. ``item_ids`` name items in error messages.
-    ``influence_parameters`` (deep models): "auto" (all parameters when that is estimated within
-    ``scope_budget_seconds``, default 120 s, else the last layer), "all" or "last"; see
-    :mod:`relabel.influence.scope`. ``exact_precision`` (logistic, exact solver): "float64" (default) or
-    "mixed" (float32 products and solves, float64 Cholesky factor, accuracy measured on probe items and
-    float64 used when the estimate exceeds 1e-5 relative; see
-    :class:`relabel.influence.exact.ExactLogisticSolver`). Other options: see :class:`SuspicionScorer`.
+    hashable labels; ``classes`` fixes their order). ``model``: a name of :mod:`relabel.models`
+    ("logistic": exact Hessian, "mlp", "cnn"), or an ``nn.Module`` (pass ``loss_fn`` returning per-example
+    losses if not cross-entropy; ``train_model=False`` scores it as given). Columns: each of ``methods``
+    among self_influence, loss, margin, random (higher = more suspicious), ``rank_<method>`` (1 = most
+    suspicious), ``predicted_class`` and ``predicted_probability``. ``item_ids`` name items in error
+    messages. ``options`` fill :class:`~relabel.models.base.ModelSettings` (``l2``: λ, the L2 weight on all
+    parameters; ``seed``; ``device``; …) and :class:`~relabel.influence.settings.InfluenceSettings`
+    (``solver``: "auto" = exact for logistic, else direct / cg / lissa by cost; ``damping``;
+    ``influence_parameters``: "auto", "all" or "last" for deep models; ``exact_precision``: "float64" or
+    "mixed" for the exact solver; ``lissa=LissaConfig(...)``, …) by field name.
     """
-    scorer = SuspicionScorer(model=model, solver=solver, l2=l2, seed=seed, device=device, **options)
+    scorer = SuspicionScorer(model, **options)
     return scorer.fit(X, y, classes, item_ids).scores(methods)

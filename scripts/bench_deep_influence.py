@@ -212,7 +212,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
         )
     row, solver = relabel_row(
         "relabel auto (default)",
-        lambda: build_solver(objective, "auto", convex=convex, lissa=LissaConfig(damping=delta))[0],
+        lambda: build_solver(objective, "auto", convex=convex, damping=delta)[0],
         objective,
         everyone,
         reference,
@@ -233,7 +233,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
     add(
         relabel_row(
             "relabel cg (default)",
-            lambda: CgSolver(objective, CgConfig(damping=delta), convex=convex),
+            lambda: CgSolver(objective, damping=delta, convex=convex),
             objective,
             everyone if args.full_cg else sample,
             reference,
@@ -243,7 +243,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
     add(
         relabel_row(
             "relabel cg (best)",
-            lambda: CgSolver(objective, CgConfig(damping=delta, tolerance=0.1), convex=convex),
+            lambda: CgSolver(objective, CgConfig(tolerance=0.1), damping=delta, convex=convex),
             objective,
             sample,
             reference,
@@ -253,7 +253,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
     add(
         relabel_row(
             "relabel lissa (default)",
-            lambda: LissaSolver(objective, LissaConfig(damping=delta), convex=convex),
+            lambda: LissaSolver(objective, damping=delta, convex=convex),
             objective,
             everyone,
             reference,
@@ -263,7 +263,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
     add(
         relabel_row(
             "relabel lissa (best)",
-            lambda: LissaSolver(objective, LissaConfig(damping=delta, tolerance=0.1), convex=convex),
+            lambda: LissaSolver(objective, LissaConfig(tolerance=0.1), damping=delta, convex=convex),
             objective,
             sample,
             reference,
@@ -274,7 +274,7 @@ def bench_digits(model_name: str, args, peers: bool) -> None:
         relabel_row(
             "relabel lissa, no preconditioner",
             lambda: LissaSolver(
-                objective, LissaConfig(damping=delta, preconditioner="none", tolerance=0.1), convex=convex
+                objective, LissaConfig(preconditioner="none", tolerance=0.1), damping=delta, convex=convex
             ),
             objective,
             sample,
@@ -434,7 +434,8 @@ def bench_cnn(args) -> None:
     check_seconds, checker = timed(
         CgSolver,
         objective,
-        CgConfig(damping=delta, tolerance=1e-8, hvp_dtype="float64", max_iterations=5000),
+        CgConfig(tolerance=1e-8, hvp_dtype="float64", max_iterations=5000),
+        damping=delta,
         convex=scorer.convex_objective(),
     )
     reference = self_influence(checker, objective, sample)

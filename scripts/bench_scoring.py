@@ -190,7 +190,7 @@ def bench_lissa(
     )
     objective = TorchObjective(model, inputs, targets, weight_decay=1e-3)
     p, n = objective.n_parameters, objective.n_items
-    probe = LissaSolver(objective, LissaConfig(damping=1e-12))
+    probe = LissaSolver(objective, damping=1e-12)
     damping = damping_fraction * probe.diagnostics.largest_eigenvalue
 
     start = time.perf_counter()
@@ -213,10 +213,8 @@ def bench_lissa(
     )
     rows = []
     for label, batch_size, block_size, items in modes:
-        config = LissaConfig(
-            damping=damping, block_size=block_size, tolerance=tolerance, batch_size=batch_size
-        )
-        solver = LissaSolver(objective, config)
+        config = LissaConfig(block_size=block_size, tolerance=tolerance, batch_size=batch_size)
+        solver = LissaSolver(objective, config, damping=damping)
         start = time.perf_counter()
         scores = solver.self_influence_of(objective.per_example_gradients(items))
         seconds = time.perf_counter() - start

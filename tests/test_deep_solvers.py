@@ -63,7 +63,7 @@ def test_direct_solver_default_damping_and_refusals(mlp_problem) -> None:
 
 def test_cg_matches_explicit_inverse_within_its_bound(mlp_problem) -> None:
     objective, damping, _, _, reference = mlp_problem
-    solver = CgSolver(objective, CgConfig(damping=damping, block_size=64))
+    solver = CgSolver(objective, CgConfig(block_size=64), damping=damping)
     scores = solver.self_influence()
     relative_error = np.abs(scores - reference) / reference
     tolerance = solver.config.tolerance
@@ -72,13 +72,13 @@ def test_cg_matches_explicit_inverse_within_its_bound(mlp_problem) -> None:
     assert np.median(relative_error) <= tolerance and relative_error.max() <= tolerance
     assert np.all(scores <= reference * (1 + 1e-6))  # CG's gᵀx_k approaches gᵀx* from below
     assert spearmanr(scores, reference).statistic >= 0.999
-    tight = CgSolver(objective, CgConfig(damping=damping, tolerance=1e-8, hvp_dtype="float64"))
+    tight = CgSolver(objective, CgConfig(tolerance=1e-8, hvp_dtype="float64"), damping=damping)
     np.testing.assert_allclose(tight.self_influence(), reference, rtol=1e-7)
 
 
 def test_new_lissa_matches_explicit_inverse_within_its_bound(mlp_problem) -> None:
     objective, damping, _, _, reference = mlp_problem
-    solver = LissaSolver(objective, LissaConfig(damping=damping, block_size=64))
+    solver = LissaSolver(objective, LissaConfig(block_size=64), damping=damping)
     scores = solver.self_influence()
     relative_error = np.abs(scores - reference) / reference
     assert solver.config.hvp_dtype == "float32" and solver.diagnostics.converged
@@ -109,7 +109,7 @@ def test_auto_picks_direct_for_small_p_and_iterative_above_the_budget(mlp_proble
     assert "\n" not in line and "direct" in line and "cg" in line
     lowered, _ = choose_solver(objective, memory_budget_bytes=10**6, spectrum=spectrum)
     assert lowered.name == "cg" and "budget" in lowered.reason
-    solver, forced = build_solver(objective, "lissa", lissa=LissaConfig(damping=0.05))
+    solver, forced = build_solver(objective, "lissa", damping=0.05)
     assert isinstance(solver, LissaSolver) and forced.name == "lissa" and forced.reason == "requested"
     solver, small_budget = build_solver(objective, memory_budget_bytes=10**6)
     assert isinstance(solver, CgSolver) and isinstance(small_budget, SolverChoice)
@@ -151,10 +151,10 @@ def test_default_deep_path_on_digits_mlp_finishes_with_direct_solver() -> None:
 
 def test_auto_direct_uses_float32_columns_only_when_accurate(mlp_problem) -> None:
     objective, damping, _, _, reference = mlp_problem
-    solver, choice = build_solver(objective, lissa=LissaConfig(damping=damping))
+    solver, choice = build_solver(objective, damping=damping)
     assert choice.name == "direct" and solver.diagnostics.hvp_dtype == "float32"
     assert solver.diagnostics.relative_error_bound <= 1e-3
     relative_error = np.abs(solver.self_influence() - reference) / reference
     assert relative_error.max() <= solver.diagnostics.relative_error_bound
-    explicit, _ = build_solver(objective, "direct", lissa=LissaConfig(damping=damping))
+    explicit, _ = build_solver(objective, "direct", damping=damping)
     assert explicit.diagnostics.hvp_dtype == "float64"

@@ -78,7 +78,7 @@ def test_lissa_last_layer_subset_matches_explicit_block() -> None:
     objective = TorchObjective(model, X, y, weight_decay=1e-2, parameter_names=("2",))
     assert objective.parameter_names == ["2.weight", "2.bias"]
     # elementwise 1e-3 agreement needs a tighter error bound than the 1e-2 default (changed in issue 11)
-    solver = LissaSolver(objective, LissaConfig(damping=1e-3, tolerance=1e-5))
+    solver = LissaSolver(objective, LissaConfig(tolerance=1e-5), damping=1e-3)
     damped = explicit_damped_hessian(objective, 1e-3)
     vectors = objective.per_example_gradients(np.arange(5))
     np.testing.assert_allclose(
@@ -97,8 +97,8 @@ def test_results_do_not_depend_on_block_size(hvp_dtype: str, rtol: float) -> Non
     on any real dependence on the block, which would show at the 1e-2 solver tolerance)."""
     model, X, y = small_trained_mlp(n_items=40, hidden_units=6)
     objective = TorchObjective(model, X, y, weight_decay=1e-2)
-    configs = [LissaConfig(block_size=size, damping=0.5, hvp_dtype=hvp_dtype) for size in (1, 16, 200)]
-    results = [LissaSolver(objective, config).self_influence() for config in configs]
+    configs = [LissaConfig(block_size=size, hvp_dtype=hvp_dtype) for size in (1, 16, 200)]
+    results = [LissaSolver(objective, config, damping=0.5).self_influence() for config in configs]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], rtol=rtol)
 
@@ -121,7 +121,7 @@ def test_bad_settings_raise_with_the_setting_to_change() -> None:
     with pytest.raises(ConvergenceError, match="scale"):
         LissaSolver(objective, LissaConfig(scale=1e-6))
     with pytest.raises(ConvergenceError, match="damping"):
-        LissaSolver(objective, LissaConfig(damping=-1e3))
+        LissaSolver(objective, damping=-1e3)
     solver = LissaSolver(objective, LissaConfig(max_iterations=3, tolerance=1e-12))
     with pytest.raises(ConvergenceError, match="max_iterations"):
         solver.self_influence()
@@ -130,14 +130,14 @@ def test_bad_settings_raise_with_the_setting_to_change() -> None:
 def test_cnn_and_user_module_rank_every_item() -> None:
     X, y = load_digits(return_X_y=True)
     images = (X[:60] / 16.0).reshape(-1, 1, 8, 8)
-    fast = LissaConfig(damping=0.3)
+    fast = 0.3  # δ
     ranking = relabel.rank(
-        images, y[:60], model="cnn", methods=("self_influence", "loss"), l2=5e-2, lissa=fast
+        images, y[:60], model="cnn", methods=("self_influence", "loss"), l2=5e-2, damping=fast
     )
     assert len(ranking) == 60 and (ranking["self_influence"] > 0).all()
     assert sorted(ranking["rank_self_influence"]) == list(range(1, 61))
     module = torch.nn.Sequential(torch.nn.Linear(64, 5), torch.nn.Tanh(), torch.nn.Linear(5, 10))
     custom = relabel.rank(
-        X[:60] / 16.0, y[:60], model=module, methods=("self_influence",), l2=5e-2, lissa=fast
+        X[:60] / 16.0, y[:60], model=module, methods=("self_influence",), l2=5e-2, damping=fast
     )
     assert (custom["self_influence"] > 0).all()

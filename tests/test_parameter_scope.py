@@ -95,14 +95,15 @@ def test_last_layer_self_influence_equals_exact_logistic_on_the_body_features() 
 
 
 def test_last_layer_self_influence_matches_the_autograd_hessian_block() -> None:
-    """A non-final scope (the MLP's first layer, via LissaConfig.parameters) against autograd."""
+    """A non-final scope (the MLP's first layer, via InfluenceSettings.parameters) against autograd."""
     X, y = load_digits(return_X_y=True)
     X, y = X[:80] / 16.0, y[:80]
     scorer = relabel.SuspicionScorer(
         model="mlp",
         hidden_units=6,
         l2=5e-2,
-        lissa=relabel.LissaConfig(parameters=("2",), damping=0.0),
+        parameters=("2",),
+        damping=0.0,
         solver="direct",
     ).fit(X, y)
     objective = scorer.objective

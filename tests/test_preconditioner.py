@@ -100,7 +100,7 @@ def test_preconditioning_cuts_condition_number_and_iterations() -> None:
     reference = (gradients * torch.linalg.solve(damped, gradients.T).T).sum(1).numpy()
     iterations = {}
     for name in ("ekfac", "none"):
-        solver = LissaSolver(objective, LissaConfig(damping=damping, preconditioner=name))
+        solver = LissaSolver(objective, LissaConfig(preconditioner=name), damping=damping)
         scores = solver.self_influence()
         assert solver.diagnostics.converged
         relative_error = np.abs(scores - reference) / reference
@@ -133,7 +133,9 @@ def test_preconditioned_cg_stays_within_its_bound_in_fewer_iterations() -> None:
     iterations = {}
     for name in ("ekfac", "none"):
         solver = CgSolver(
-            objective, CgConfig(damping=damping, preconditioner=name, tolerance=1e-4, hvp_dtype="float64")
+            objective,
+            CgConfig(preconditioner=name, tolerance=1e-4, hvp_dtype="float64"),
+            damping=damping,
         )
         scores = solver.self_influence()
         assert (np.abs(scores - reference) / reference).max() <= 1e-4

@@ -11,7 +11,6 @@ import pandas as pd
 from relabel.commands.options import add_file_options, add_model_options, add_progress_options, show_progress
 from relabel.errors import InputError
 from relabel.influence.exact import DEFAULT_MIXED_TOLERANCE, PRECISIONS, PROBE_COUNT
-from relabel.influence.lissa import LissaConfig
 from relabel.methods import SCORE_METHODS
 from relabel.scorer import SOLVER_NAMES, SuspicionScorer
 
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         image_shape=args.image_shape,
-        lissa=LissaConfig(damping=args.lissa_damping, seed=args.seed),
+        damping=args.lissa_damping,
         progress=show_progress(args),
         influence_parameters=args.influence_parameters,
         exact_precision=args.precision,

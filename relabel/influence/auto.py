@@ -174,7 +174,7 @@ def choose_solver(
     seconds, size = estimates[name]
     if seconds > SLOW_ESTIMATE_SECONDS:
         reason += (
-            f"; over {SLOW_ESTIMATE_SECONDS / 60:.0f} min: restrict θ (LissaConfig(parameters=...)), "
+            f"; over {SLOW_ESTIMATE_SECONDS / 60:.0f} min: restrict θ (InfluenceSettings(parameters=...)), "
             "score fewer items, or use a GPU (device='cuda')"
         )
     choice = SolverChoice(
@@ -224,6 +224,8 @@ def build_solver(
     requested: str = "auto",
     *,
     convex: bool = False,
+    damping: float | None = None,
+    seed: int = 0,
     lissa: LissaConfig | None = None,
     cg: CgConfig | None = None,
     memory_budget_bytes: int = DEFAULT_HESSIAN_MEMORY_BUDGET,
@@ -234,11 +236,12 @@ def build_solver(
     ``auto`` builds the direct solver with float32 HVP columns when κ̂·2⁻²³·√p ≤ 1e-3 (see
     :mod:`relabel.influence.direct`); an explicit ``"direct"`` is always float64 (exact to rounding).
 
-    δ comes from ``lissa.damping`` (falling back to ``cg.damping``) and applies to whichever solver runs.
+    ``damping`` (δ; None → the rule of :func:`~relabel.influence.spectrum.resolve_damping`) and ``seed``
+    (Lanczos start vectors, LiSSA's minibatches) apply to whichever solver runs; ``lissa`` and ``cg`` hold
+    each iterative solver's own settings.
     """
     lissa = lissa or LissaConfig()
-    cg = cg or CgConfig(seed=lissa.seed)
-    damping = lissa.damping if lissa.damping is not None else cg.damping
+    cg = cg or CgConfig()
     tolerance = lissa.tolerance if requested == "lissa" else cg.tolerance
     choice, spectrum = choose_solver(
         objective,
@@ -248,7 +251,7 @@ def build_solver(
         tolerance=tolerance,
         block_size=cg.block_size if requested != "lissa" else lissa.block_size,
         memory_budget_bytes=memory_budget_bytes,
-        seed=lissa.seed,
+        seed=seed,
     )
     block = int(choice.measurements["block_size"])
     if choice.name == "direct":
@@ -265,9 +268,9 @@ def build_solver(
             else "float64",
         )
     elif choice.name == "cg":
-        config = CgConfig(**{**cg.__dict__, "damping": damping, "block_size": min(cg.block_size, block)})
-        solver = CgSolver(objective, config, convex=convex, spectrum=spectrum)
+        config = CgConfig(**{**cg.__dict__, "block_size": min(cg.block_size, block)})
+        solver = CgSolver(objective, config, damping=damping, seed=seed, convex=convex, spectrum=spectrum)
     else:
         config = LissaConfig(**{**lissa.__dict__, "block_size": min(lissa.block_size, block)})
-        solver = LissaSolver(objective, config, convex=convex, spectrum=spectrum)
+        solver = LissaSolver(objective, config, damping=damping, seed=seed, convex=convex, spectrum=spectrum)
     return solver, choice

@@ -42,24 +42,20 @@ from relabel.influence.torch_objective import TorchObjective
 class CgConfig:
     """Settings of the CG solver.
 
-    damping:        δ; None → 0 for convex models, 0.01·λ̂_max(H) otherwise (same rule as every solver).
     tolerance:      stop a column when its relative error bound on gᵀ(H + δI)⁻¹g is ≤ this.
     max_iterations: None → 3·√κ̂·ln(2/tolerance) + 20, κ̂ = (λ̂_max + δ)/λ_min-bound (at most p).
     block_size:     right-hand sides per batched HVP (auto lowers it to fit a memory budget).
     hvp_dtype:      "float32" (default) or "float64" for the Hessian-vector products.
     lanczos_steps:  HVPs spent on the spectrum estimate (λ̂_max for the default δ and κ̂).
-    seed:           seeds the Lanczos start vector.
     preconditioner: "ekfac" (default: preconditioned CG with the EK-FAC curvature P of
                     :mod:`relabel.influence.preconditioner`) or "none" (plain CG).
     """
 
-    damping: float | None = None
     tolerance: float = 1e-2
     max_iterations: int | None = None
     block_size: int = 64
     hvp_dtype: str = "float32"
     lanczos_steps: int = 40
-    seed: int = 0
     preconditioner: str = "ekfac"
 
 
@@ -92,6 +88,8 @@ class CgSolver(InfluenceSolver):
         objective: TorchObjective,
         config: CgConfig | None = None,
         *,
+        damping: float | None = None,
+        seed: int = 0,
         convex: bool = False,
         spectrum: Spectrum | None = None,
         chunk_size: int | None = None,
@@ -103,10 +101,10 @@ class CgSolver(InfluenceSolver):
         self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
         self.operator = self.hvp_objective.hessian_operator()
         if spectrum is None:
-            generator = torch.Generator().manual_seed(self.config.seed)
+            generator = torch.Generator().manual_seed(seed)
             spectrum = operator_spectrum(objective, self.config.lanczos_steps, generator=generator)
         self.spectrum = spectrum
-        damping = resolve_damping(self.config.damping, spectrum, convex)
+        damping = resolve_damping(damping, spectrum, convex)
         lower = smallest_damped_lower(spectrum, damping, objective.weight_decay if convex else 0.0)
         if self.config.max_iterations is not None:
             depth = int(self.config.max_iterations)

@@ -71,8 +71,6 @@ DIVERGENCE_GROWTH = 1e4  # a residual this many times its start means the series
 class LissaConfig:
     """Settings of the LiSSA solver (see the module docstring for the defaults' reasoning).
 
-    damping:          δ added to the Hessian; None → 0 for convex models, 0.01·λ̂_max(H) otherwise.
-                      Also the δ of the direct and CG solvers when ``SuspicionScorer`` picks them.
     scale:            s; None → see the module docstring. Must exceed μ_max(P⁻¹(H_B + δI))/2.
     batch_size:       rows per Hessian estimate H_B; None → all training rows (deterministic).
     repeats:          independent runs averaged (only useful with minibatches).
@@ -81,16 +79,12 @@ class LissaConfig:
                       T = ⌈κ̂ ln(κ̂/tolerance)⌉, κ̂ = s/μ_low. See on_max_iterations.
     block_size:       right-hand sides solved together per vmapped Hessian-vector product.
     power_iterations: Hessian-vector products (Lanczos steps) for each spectrum estimate.
-    parameters:       restrict θ to parameters with these names or name prefixes (e.g. ("2",) or
-                      ("fc.",) for a last layer); None → all trainable parameters.
     on_max_iterations: "raise", "warn" or "accept" when max_iterations is reached before tolerance;
                       None → "raise" with full-data Hessians, "accept" with minibatches (depth T).
-    seed:             seeds minibatch sampling and the Lanczos start vector.
     hvp_dtype:        "float32" (default) or "float64" for the Hessian-vector products.
     preconditioner:   "ekfac" (default) or "none" (textbook LiSSA).
     """
 
-    damping: float | None = None
     scale: float | None = None
     batch_size: int | None = None
     repeats: int = 1
@@ -98,9 +92,7 @@ class LissaConfig:
     max_iterations: int | None = None
     block_size: int = 64
     power_iterations: int = 40
-    parameters: tuple[str, ...] | None = None
     on_max_iterations: str | None = None
-    seed: int = 0
     hvp_dtype: str = "float32"
     preconditioner: str = "ekfac"
 
@@ -145,16 +137,19 @@ class LissaSolver(InfluenceSolver):
         objective: TorchObjective,
         config: LissaConfig | None = None,
         *,
+        damping: float | None = None,
+        seed: int = 0,
         convex: bool = False,
         chunk_size: int | None = None,
         spectrum: Spectrum | None = None,
     ) -> None:
         self.config = config or LissaConfig()
+        self.damping = damping
         check_preconditioner(self.config.preconditioner)
         super().__init__(objective, chunk_size or self.config.block_size)
         self.objective = objective
         self.hvp_objective = objective.for_hvps(self.config.hvp_dtype)
-        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.generator = torch.Generator().manual_seed(seed)
         self.full_hessian = self.hvp_objective.hessian_operator()
         self.preconditioner: KroneckerPreconditioner | IdentityPreconditioner = IdentityPreconditioner()
         self.diagnostics = self._estimate_spectrum(convex, spectrum)
@@ -174,7 +169,7 @@ class LissaSolver(InfluenceSolver):
             else None
         )
         spectrum = spectrum or self._lanczos(exact_operator)
-        damping = resolve_damping(config.damping, spectrum, convex)
+        damping = resolve_damping(self.damping, spectrum, convex)
         damped_lower = smallest_damped_lower(
             spectrum, damping, self.objective.weight_decay if convex else 0.0
         )
