@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from relabel.errors import InputError
-from relabel.models.base import FitSummary, FittedModel, ModelKind, ModelSettings, TorchModelKind
+from relabel.models.base import FitSummary, FittedModel, ModelKind, ModelSettings
 from relabel.models.cnn import CnnModel
 from relabel.models.logistic import LogisticModel
 from relabel.models.mlp import MlpModel
+from relabel.models.training import TorchModelKind
 
 MODEL_KINDS: dict[str, ModelKind] = {}
 

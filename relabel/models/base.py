@@ -4,8 +4,9 @@ A model kind says what inputs it needs (``inputs``: feature rows or images), how
 how to ``fit`` it (to a stationary point of J(θ) = mean cross-entropy + (λ/2)‖θ‖², docs/maths.md), which
 solver fits it (``exact``: a closed-form Hessian solver of its own, or the iterative torch solvers
 direct / cg / lissa chosen by :mod:`relabel.influence.auto`), and whether J is convex in θ (then δ = 0 by
-default). :class:`TorchModelKind` implements ``fit`` for any network a kind builds; a new kind is a
-subclass with ``name``, ``description`` and ``build``, registered in :mod:`relabel.models`.
+default). :class:`relabel.models.training.TorchModelKind` implements ``fit`` for any network a kind
+builds; a new kind is a subclass with ``name``, ``description`` and ``build``, registered in
+:mod:`relabel.models`.
 """
 
 from __future__ import annotations
@@ -151,28 +152,3 @@ class ModelKind:
         influence: InfluenceSettings,
     ) -> FittedModel:
         raise NotImplementedError
-
-
-class TorchModelKind(ModelKind):
-    """A kind whose network is trained by :func:`relabel.torch_models.train_for_influence` and scored by the
-    iterative solvers; subclasses only ``build`` the network."""
-
-    def fit(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        n_classes: int,
-        settings: ModelSettings,
-        influence: InfluenceSettings,
-    ) -> FittedModel:
-        """Seed, build, choose θ (:func:`choose_model_scope`), train to a stationary point over θ."""
-        import torch
-
-        from relabel.models.training import fit_module
-
-        inputs = torch.as_tensor(
-            self.prepare(X, settings), dtype=torch.float64, device=settings.torch_device()
-        )
-        torch.manual_seed(settings.seed)
-        module = self.build(tuple(inputs.shape[1:]), n_classes, settings)
-        return fit_module(module, self.name, inputs, y, settings, influence, convex=self.convex)

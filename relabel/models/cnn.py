@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from relabel.errors import InputError
-from relabel.models.base import ModelSettings, TorchModelKind
+from relabel.models.base import ModelSettings
+from relabel.models.training import TorchModelKind
 
 if TYPE_CHECKING:
     from torch import nn

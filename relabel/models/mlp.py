@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from relabel.models.base import ModelSettings, TorchModelKind
+from relabel.models.base import ModelSettings
+from relabel.models.training import TorchModelKind
 
 if TYPE_CHECKING:
     from torch import nn

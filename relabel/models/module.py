@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from relabel.models.base import ModelSettings, TorchModelKind
+from relabel.models.base import ModelSettings
+from relabel.models.training import TorchModelKind
 
 if TYPE_CHECKING:
     from torch import nn

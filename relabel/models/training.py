@@ -1,4 +1,5 @@
-"""Fitting a torch network for influence: choose θ, train to a stationary point over it, build the objective.
+"""Fitting a torch network for influence: choose θ, train to a stationary point over it, build the objective;
+:class:`TorchModelKind`, the model kind every network (mlp, cnn, a user's module) is.
 
 Shared by every torch model kind (mlp, cnn, a user's module). The order matters: θ (the parameter scope,
 :mod:`relabel.influence.scope`) is chosen before training because the L-BFGS polish minimises J over θ
@@ -19,7 +20,7 @@ from relabel.influence.torch_objective import (
     cross_entropy_per_example,
     select_parameter_names,
 )
-from relabel.models.base import FitSummary, FittedModel, ModelSettings
+from relabel.models.base import FitSummary, FittedModel, ModelKind, ModelSettings
 from relabel.torch_models import is_final_linear, train_for_influence
 
 
@@ -145,3 +146,24 @@ def last_layer_convex(
         and settings.per_example_loss() is cross_entropy_per_example
         and is_final_linear(module, scope.names, inputs)
     )
+
+
+class TorchModelKind(ModelKind):
+    """A kind whose network is trained by :func:`relabel.torch_models.train_for_influence` and scored by the
+    iterative solvers; subclasses only ``build`` the network."""
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        settings: ModelSettings,
+        influence: InfluenceSettings,
+    ) -> FittedModel:
+        """Seed, build, choose θ (:func:`model_scope`), train to a stationary point over θ."""
+        inputs = torch.as_tensor(
+            self.prepare(X, settings), dtype=torch.float64, device=settings.torch_device()
+        )
+        torch.manual_seed(settings.seed)
+        module = self.build(tuple(inputs.shape[1:]), n_classes, settings)
+        return fit_module(module, self.name, inputs, y, settings, influence, convex=self.convex)
