@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from relabel.influence.scope import SCOPES
 from relabel.models import MODEL_KINDS
 
 
@@ -75,7 +76,7 @@ COMPARISON_METHODS: tuple[str, ...] = tuple(METHODS)
 MODELS = MODEL_KINDS  # the model registry (relabel.models), by name
 MODEL_NAMES: tuple[str, ...] = tuple(MODEL_KINDS)  # the kinds registered in relabel/models/__init__.py
 # θ that deep models take self-influence over (relabel.influence.scope): auto, all parameters, last layer
-INFLUENCE_SCOPES = ("auto", "all", "last")
+INFLUENCE_SCOPES = SCOPES
 
 
 def describe(table: Mapping[str, Any], names: Sequence[str] | None = None) -> str:

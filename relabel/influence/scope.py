@@ -37,9 +37,8 @@ from relabel.influence.torch_objective import (
     cross_entropy_per_example,
     modules_with_parameters,
 )
-from relabel.methods import INFLUENCE_SCOPES
 
-SCOPES = INFLUENCE_SCOPES
+SCOPES = ("auto", "all", "last")  # θ that deep models take self-influence over (module docstring)
 DEFAULT_SCOPE_BUDGET_SECONDS = 120.0
 PROBE_COLUMNS = 2
 _NOMINAL_CONDITION = 1.0 + 1.0 / DEFAULT_DAMPING_FRACTION
