@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +195,27 @@ class FileConnector:
                 "text_column": self.text_column,
             },
         )
+
+    def chunk(self, frame: pd.DataFrame, rows: np.ndarray, where: str, first_row: int) -> FileChunk:
+        """One block of rows of the file (see :func:`iter_labeled_chunks`), checked as :meth:`load` does."""
+        path = Path(self.path)
+        data_columns = list(frame.columns)
+        _require(path, data_columns, self.label_column, "label")
+        if self.id_column is not None:
+            _require(path, data_columns, self.id_column, "id")
+        _, labels = self._labels(frame, rows, where, path)
+        if self.id_column is None:
+            ids = np.arange(first_row, first_row + len(frame), dtype=np.int64)
+        else:
+            ids = self._ids(frame, rows, where, path)
+        excluded = {self.label_column, self.id_column}
+        columns = list(self.feature_columns or [c for c in data_columns if c not in excluded])
+        for column in columns:
+            _require(path, data_columns, column, "features")
+        if not columns:
+            raise InputError(f"{path}: no feature columns besides the label; name them with feature_columns")
+        features = _numeric_frame(frame, columns, rows, where, path).to_numpy(dtype=np.float64)
+        return FileChunk(labels=labels, ids=ids, features=features)
 
     def _labels(
         self, frame: pd.DataFrame, rows: np.ndarray, where: str, path: Path
@@ -435,3 +456,75 @@ def _label_text(value: object) -> str:
     if isinstance(value, np.integer):
         return str(int(value))
     return str(value)
+
+
+@dataclass
+class FileChunk:
+    """One block of consecutive rows read by :func:`iter_labeled_chunks`: each row's label (text), id (the
+    ``id_column`` value, else the 0-based row position) and features (float64, rows × columns)."""
+
+    labels: np.ndarray
+    ids: np.ndarray
+    features: np.ndarray
+
+
+def iter_labeled_chunks(
+    path: str | Path,
+    label_column: str,
+    id_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    chunk_rows: int = 65_536,
+) -> Iterator[FileChunk]:
+    """A CSV/TSV/Parquet file's rows ``chunk_rows`` at a time (Parquet: record batches; CSV: pandas' chunked
+    reader), with the same checks and one-line InputErrors as :class:`FileConnector` per row (a missing
+    label or id, a non-numeric feature cell); id uniqueness across chunks is the caller's to check. Memory:
+    one chunk. JSON Lines is refused (it is read whole)."""
+    path = Path(path)
+    file_format = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if file_format not in ("csv", "tsv", "parquet"):
+        suffix = path.suffix or "(none)"
+        raise InputError(f"{path}: streaming reads .csv, .tsv or .parquet files; got {suffix}")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    connector = FileConnector(path, label_column, id_column, feature_columns)
+    first_row = 0
+    try:
+        for frame in _raw_chunks(path, file_format, chunk_rows):
+            rows = _row_numbers(frame, file_format) + first_row
+            yield connector.chunk(frame, rows, _row_word(file_format), first_row)
+            first_row += len(frame)
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path}: line {_first_line_not_utf8(path)} is not UTF-8 text; save the file as UTF-8"
+        ) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        detail = " ".join(str(error).split())
+        raise InputError(f"{path}: could not read it as {file_format} ({detail})") from None
+    if first_row == 0:
+        raise InputError(f"{path}: the file holds no rows")
+
+
+def _raw_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
+    separator = "," if file_format == "csv" else "\t"
+    with pd.read_csv(path, sep=separator, chunksize=chunk_rows, encoding="utf-8-sig") as reader:
+        yield from reader
+
+
+def sorted_class_texts(labels: set[str]) -> list[str]:
+    """Label texts in the connector's class order: numbers numerically first, then the rest as text."""
+
+    def key(text: str) -> tuple[bool, float | str]:
+        try:
+            return (False, float(text))
+        except ValueError:
+            return (True, text)
+
+    return sorted(labels, key=key)

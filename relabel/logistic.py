@@ -81,6 +81,7 @@ class LogisticObjective:
         self.n_classes = n_classes
         self.l2 = float(l2)
         self.n = X_tilde.shape[0]
+        self.width = X_tilde.shape[1]
         self.one_hot = np.zeros((self.n, n_classes))
         self.one_hot[np.arange(self.n), y] = 1.0
 
@@ -183,10 +184,31 @@ def fit_logistic(
     if y.min() < 0 or y.max() >= n_classes:
         raise InputError(f"labels must lie in 0..{n_classes - 1}; got range {y.min()}..{y.max()}")
     objective = LogisticObjective(with_bias_column(X), y, n_classes, l2)
+    return minimize_objective(
+        objective,
+        initial_Theta,
+        gradient_tolerance=gradient_tolerance,
+        max_lbfgs_iterations=max_lbfgs_iterations,
+        max_newton_steps=max_newton_steps,
+    )
+
+
+def minimize_objective(
+    objective: LogisticObjective,
+    initial_Theta: np.ndarray | None = None,
+    *,
+    gradient_tolerance: float = 1e-8,
+    max_lbfgs_iterations: int = 5000,
+    max_newton_steps: int = 30,
+) -> LogisticFit:
+    """Θ̂ = argmin J for any objective with LogisticObjective's interface (``value_and_gradient``,
+    ``hessian_vector_product_operator``, ``flatten``/``unflatten``, ``n_classes``, ``l2``, ``width``):
+    L-BFGS to a loose tolerance, then Newton–CG steps until ‖∇J(Θ̂)‖₂ ≤ ``gradient_tolerance``."""
+    n_classes = objective.n_classes
     theta0 = (
         objective.flatten(initial_Theta)
         if initial_Theta is not None
-        else np.zeros(n_classes * (X.shape[1] + 1))
+        else np.zeros(n_classes * objective.width)
     )
     lbfgs = optimize.minimize(
         objective.value_and_gradient,
@@ -220,7 +242,7 @@ def fit_logistic(
         )
     return LogisticFit(
         Theta=objective.unflatten(theta).copy(),
-        l2=float(l2),
+        l2=objective.l2,
         gradient_norm=gradient_norm,
         objective=float(value),
         lbfgs_iterations=int(lbfgs.nit),

@@ -80,32 +80,47 @@ def logistic_hessian(
     products in single precision (about twice the speed; each entry then carries a relative rounding error
     of order 6e-8 · √chunk); the chunk results are always summed in a float64 H.
     """
-    n, width = X_tilde.shape
-    n_classes = probabilities.shape[1]
-    p = n_classes * width
-    hessian = np.zeros((p, p), dtype=np.float64)
-    weighted = np.empty((min(row_chunk_size, n), width), dtype=product_dtype)
-    for rows in index_chunks(n, row_chunk_size):
-        X_chunk = X_tilde[rows].astype(product_dtype, copy=False)
-        P_chunk = probabilities[rows]
-        buffer = weighted[: len(rows)]
-        for k in range(n_classes):
-            diagonal = slice(k * width, (k + 1) * width)
-            np.multiply(X_chunk, np.sqrt(P_chunk[:, k] * (1.0 - P_chunk[:, k]))[:, None], out=buffer)
-            hessian[diagonal, diagonal] += buffer.T @ buffer  # numpy dispatches Aᵀ·A to SYRK
-            for other in range(k + 1, n_classes):
-                np.multiply(X_chunk, (-P_chunk[:, k] * P_chunk[:, other])[:, None], out=buffer)
-                hessian[diagonal, other * width : (other + 1) * width] += X_chunk.T @ buffer
+    accumulator = HessianAccumulator(X_tilde.shape[1], probabilities.shape[1], product_dtype)
+    for rows in index_chunks(X_tilde.shape[0], row_chunk_size):
+        accumulator.add(X_tilde[rows], probabilities[rows])
         if progress is not None:
             progress(len(rows))
-    hessian /= n
-    upper = np.triu_indices(n_classes, k=1)
-    for row_class, column_class in zip(*upper, strict=True):
-        rows = slice(row_class * width, (row_class + 1) * width)
-        columns = slice(column_class * width, (column_class + 1) * width)
-        hessian[columns, rows] = hessian[rows, columns].T
-    hessian[np.diag_indices(p)] += l2
-    return hessian
+    return accumulator.hessian(l2)
+
+
+class HessianAccumulator:
+    """Σ_c X̃_cᵀ diag(w_kl) X̃_c over row chunks fed one at a time (:func:`logistic_hessian` for the maths),
+    so H can be built from chunks read from a file; memory: H (p² floats) + one chunk."""
+
+    def __init__(self, width: int, n_classes: int, product_dtype: type[np.floating] = np.float64) -> None:
+        self.width, self.n_classes, self.product_dtype = width, n_classes, product_dtype
+        self.sums = np.zeros((n_classes * width, n_classes * width), dtype=np.float64)
+        self.n_rows = 0
+
+    def add(self, X_chunk: np.ndarray, P_chunk: np.ndarray) -> None:
+        """Add one chunk's blocks (upper triangle of blocks only) for rows X̃_c with probabilities P_c."""
+        width = self.width
+        X_chunk = X_chunk.astype(self.product_dtype, copy=False)
+        buffer = np.empty(X_chunk.shape, dtype=self.product_dtype)
+        for k in range(self.n_classes):
+            diagonal = slice(k * width, (k + 1) * width)
+            np.multiply(X_chunk, np.sqrt(P_chunk[:, k] * (1.0 - P_chunk[:, k]))[:, None], out=buffer)
+            self.sums[diagonal, diagonal] += buffer.T @ buffer  # numpy dispatches Aᵀ·A to SYRK
+            for other in range(k + 1, self.n_classes):
+                np.multiply(X_chunk, (-P_chunk[:, k] * P_chunk[:, other])[:, None], out=buffer)
+                self.sums[diagonal, other * width : (other + 1) * width] += X_chunk.T @ buffer
+        self.n_rows += len(X_chunk)
+
+    def hessian(self, l2: float) -> np.ndarray:
+        """H = sums / n with the lower blocks mirrored and λ on the diagonal (the sums are consumed)."""
+        hessian, width = self.sums, self.width
+        hessian /= self.n_rows
+        for row_class, column_class in zip(*np.triu_indices(self.n_classes, k=1), strict=True):
+            rows = slice(row_class * width, (row_class + 1) * width)
+            columns = slice(column_class * width, (column_class + 1) * width)
+            hessian[columns, rows] = hessian[rows, columns].T
+        hessian[np.diag_indices(len(hessian))] += l2
+        return hessian
 
 
 GIB = 1024**3
@@ -150,11 +165,17 @@ def check_memory_budget(
     gradients: LogisticGradients, chunk_size: int, budget: int | None = None, precision: str = "float64"
 ) -> None:
     """InputError (one line, naming what to change) when the exact solver would exceed the budget."""
+    check_parameter_budget(gradients.n_parameters, gradients.n_classes, chunk_size, budget, precision)
+
+
+def check_parameter_budget(
+    p: int, n_classes: int, chunk_size: int, budget: int | None = None, precision: str = "float64"
+) -> None:
+    """:func:`check_memory_budget` for p parameters over ``n_classes`` classes."""
     budget = memory_budget_bytes(budget)
-    needed = exact_solver_bytes(gradients.n_parameters, gradients.n_classes, chunk_size, precision=precision)
+    needed = exact_solver_bytes(p, n_classes, chunk_size, precision=precision)
     if needed <= budget:
         return
-    p, n_classes = gradients.n_parameters, gradients.n_classes
     raise InputError(
         f"the exact solver needs ≈{needed / GIB:.1f} GiB for its {p:,} × {p:,} Hessian and Cholesky factor "
         f"(p = {n_classes} classes × {p // n_classes:,} features + bias), over its {budget / GIB:.1f} GiB "
