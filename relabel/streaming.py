@@ -11,7 +11,8 @@ Passes:
   2. the robust z-scores of :class:`relabel.featurizers.TabularStandardizer` (median, IQR/1.349, the MAD
      fallbacks, clip ±10) are fitted on the sample: exact when n ≤ ``sample_rows``, else the sample's
      quantiles, whose standard error is √(q(1 − q)/R)/f(x_q) (for normal data and R = 100,000: 0.004 σ for
-     the median, ≈ 0.5 % of the IQR); every later pass scales each chunk as it is read;
+     the median, ≈ 0.5 % of the IQR); one pass rewrites the scratch file as the scaled design
+     X̃ = [z(x), 1] (and deletes the raw copy), which every later pass reads chunk by chunk;
   3. the fit (:func:`relabel.logistic.minimize_objective`: L-BFGS, then Newton–CG to ‖∇J‖ ≤ 1e-8), each
      J, ∇J and Hessian-vector product one pass over the scratch file;
   4. H accumulated chunk by chunk (:class:`relabel.influence.exact.HessianAccumulator`), one Cholesky;
@@ -20,7 +21,8 @@ Passes:
 
 Memory beyond the interpreter: 8·(2p² + chunk·(d + 1)·c + solve_rows·p + R·d) bytes (H and its factor,
 a few chunk-sized arrays, the gradient rows, the sample) plus ≈ 8·n·(methods + 3) bytes for the per-item
-ids, labels and scores the ranks need; the n × d data live only in the scratch file (8·n·d bytes on disk).
+ids, labels and scores the ranks need; the n × d data live only in the scratch file (8·n·(d + 1) bytes on
+disk, twice that while it is rewritten).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -80,16 +83,21 @@ class RowReservoir:
         return self.sample[: min(self.seen, len(self.sample))]
 
 
+def _scratch_writer(path: Path) -> BinaryIO:
+    """A new file at ``path`` opened for binary writing, mode 0600 (it must not exist)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
 class ScratchDesign:
-    """The raw features on disk (row-major float64) and the per-row class codes; :meth:`chunks` yields the
-    scaled design X̃ = [z(x), 1] chunk by chunk."""
+    """The features on disk (row-major float64, mode 0600) and the per-row class codes. Raw features are
+    appended in pass 1; :meth:`scale` rewrites them once as the design X̃ = [z(x), 1] (the raw copy is
+    deleted), which :meth:`chunks` then reads chunk by chunk."""
 
     def __init__(self, folder: Path, n_columns: int, chunk_rows: int) -> None:
-        self.path = folder / "features.f64"
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.writer = os.fdopen(descriptor, "wb")
+        self.folder, self.path = folder, folder / "features.f64"
+        self.writer = _scratch_writer(self.path)
         self.n_columns, self.chunk_rows, self.n_rows = n_columns, chunk_rows, 0
-        self.scaler: TabularStandardizer | None = None
+        self.width = n_columns  # columns stored per row: d raw, then d + 1 after scale()
         self.codes = np.empty(0, dtype=np.int64)
 
     def append(self, features: np.ndarray) -> None:
@@ -99,18 +107,30 @@ class ScratchDesign:
     def close(self) -> None:
         self.writer.close()
 
-    def chunks(self) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """(rows, X̃ chunk (m, d+1) float64, class codes (m,)) over the whole file, in file order."""
+    def _stored_chunks(self) -> Iterator[tuple[slice, np.ndarray]]:
         with self.path.open("rb") as reader:
             for start in range(0, self.n_rows, self.chunk_rows):
                 stop = min(start + self.chunk_rows, self.n_rows)
-                raw = np.fromfile(reader, dtype=np.float64, count=(stop - start) * self.n_columns)
-                raw = raw.reshape(stop - start, self.n_columns)
-                scaled = self.scaler.transform(raw) if self.scaler is not None else raw
-                design = np.empty((stop - start, self.n_columns + 1), dtype=np.float64)
-                design[:, :-1] = scaled
+                stored = np.fromfile(reader, dtype=np.float64, count=(stop - start) * self.width)
+                yield slice(start, stop), stored.reshape(stop - start, self.width)
+
+    def scale(self, scaler: TabularStandardizer | None) -> None:
+        """Rewrite the raw features as X̃ = [z(x), 1] with the fitted ``scaler`` (None: raw x)."""
+        design_path = self.folder / "design.f64"
+        with _scratch_writer(design_path) as writer:
+            for _, raw in self._stored_chunks():
+                design = np.empty((len(raw), self.n_columns + 1), dtype=np.float64)
+                design[:, :-1] = scaler.transform(raw) if scaler is not None else raw
                 design[:, -1] = 1.0
-                yield slice(start, stop), design, self.codes[start:stop]
+                writer.write(design.tobytes())
+        self.path.unlink()
+        self.path, self.width = design_path, self.n_columns + 1
+
+    def chunks(self) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """(rows, X̃ chunk (m, d+1) float64, class codes (m,)) over the whole file, in file order."""
+        assert self.width == self.n_columns + 1, "scale() first"
+        for rows, design in self._stored_chunks():
+            yield rows, design, self.codes[rows]
 
 
 class StreamedLogisticObjective(LogisticObjective):
@@ -269,9 +289,10 @@ def stream_rank(
                 f"{path}: ranking needs at least two classes with at least 2 rows each; class counts: "
                 + ", ".join(f"{name}: {count}" for name, count in zip(classes, counts, strict=True))
             )
-        if not raw_features:
-            design.scaler = TabularStandardizer()
-            design.scaler.fit_transform(reservoir.rows())
+        scaler = None if raw_features else TabularStandardizer()
+        if scaler is not None:
+            scaler.fit_transform(reservoir.rows())
+        design.scale(scaler)
         p = len(classes) * (design.n_columns + 1)
         check_parameter_budget(p, len(classes), SOLVE_ROWS)
         objective = StreamedLogisticObjective(design, len(classes), l2)

@@ -8,6 +8,7 @@ its peak resident memory (the child's ``ru_maxrss``, which includes the interpre
 Usage:
     .venv/bin/python scripts/bench_streaming.py                          # 1,000,000 × 100, 10 classes
     .venv/bin/python scripts/bench_streaming.py --rows 200000 --modes stream,memory
+    .venv/bin/python scripts/bench_streaming.py --modes stream --methods loss   # the fit's passes only
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--chunk-rows", type=int, default=65_536)
     parser.add_argument("--modes", default="stream,memory", help="comma-separated: stream, memory")
+    parser.add_argument("--methods", default="self_influence,loss", help="passed to relabel rank --methods")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relabel-bench-") as folder:
         data = Path(folder) / "data.parquet"
@@ -81,6 +83,7 @@ def main() -> int:
         print(f"{'mode':>8} | {'seconds':>8} | {'peak RSS MiB':>12} | exit")
         for mode in args.modes.split(","):
             extra = ["--stream", "--chunk-rows", str(args.chunk_rows)] if mode == "stream" else []
+            extra += ["--methods", args.methods]
             seconds, peak, code = run_rank(data, Path(folder) / f"{mode}.parquet", extra)
             print(f"{mode:>8} | {seconds:>8.0f} | {peak / 2**20:>12,.0f} | {code}", flush=True)
     return 0
