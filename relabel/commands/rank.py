@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=DEFAULT_CHUNK_ROWS,
         metavar="N",
-        help=f"--stream: rows read and processed at a time (default: {DEFAULT_CHUNK_ROWS:,})",
+        help=f"--stream: rows read and processed at a time (default: {DEFAULT_CHUNK_ROWS})",
     )
     parser.add_argument(
         "--sample-rows",
@@ -99,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_SAMPLE_ROWS,
         metavar="N",
         help="--stream: rows sampled uniformly for the medians and IQRs of the scaling (default: "
-        f"{DEFAULT_SAMPLE_ROWS:,})",
+        f"{DEFAULT_SAMPLE_ROWS})",
     )
     parser.add_argument("--top", type=int, metavar="N", help="write only the N (≥ 1) most suspicious rows")
     parser.add_argument("--out", type=Path, required=True, help="output file: .csv or .parquet")
