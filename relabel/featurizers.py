@@ -25,6 +25,7 @@ from relabel.errors import InputError
 from relabel.models.cnn import CNN_IMAGE_SIZE  # noqa: F401  (re-exported: the CNN default side)
 
 if TYPE_CHECKING:
+    from relabel.image_embeddings import ImageEmbeddingFeaturizer
     from relabel.text_embeddings import SentenceEmbeddingFeaturizer
 
 
@@ -235,19 +236,30 @@ class TabularStandardizer:
         return z
 
 
-#: Feature sets for text (``--features``): "auto" = sentence embeddings when the ``text`` extra is installed,
+#: Feature sets (``--features``). Text: "auto" = sentence embeddings when the ``text`` extra is installed,
 #: TF-IDF otherwise; "embeddings" (:class:`relabel.text_embeddings.SentenceEmbeddingFeaturizer`); "tfidf".
-FEATURE_SETS: tuple[str, ...] = ("auto", "embeddings", "tfidf")
+#: Images: "auto" = pretrained EfficientNet-Lite0 embeddings when the ``image`` extra is installed, pixels
+#: otherwise; "embeddings" (:class:`relabel.image_embeddings.ImageEmbeddingFeaturizer`); "pixels"
+#: (:class:`ImagePixelFeaturizer`). Tabular inputs take only "auto".
+FEATURE_SETS: tuple[str, ...] = ("auto", "embeddings", "tfidf", "pixels")
+TEXT_FEATURE_SETS: tuple[str, ...] = ("auto", "embeddings", "tfidf")
+IMAGE_FEATURE_SETS: tuple[str, ...] = ("auto", "embeddings", "pixels")
 #: Options only the sentence-embedding featurizer takes (TF-IDF ignores them when "auto" falls back).
 EMBEDDING_ONLY_OPTIONS = ("model", "device", "batch_size", "cache_dir", "progress", "long_text", "max_chunks")
+#: Options only the image-embedding featurizer takes (pixels ignore them).
+IMAGE_EMBEDDING_ONLY_OPTIONS = ("model", "device", "batch_size", "cache_dir", "progress")
 
 
 class FeatureFallbackWarning(UserWarning):
-    """features="auto" on text fell back to TF-IDF because the ``text`` extra is not installed."""
+    """features="auto" fell back to TF-IDF (text) or pixels (images) because the extra is not installed."""
 
 
-Featurizer = Union[  # the embedding class is a name only while type checking
-    TextTfidfFeaturizer, "SentenceEmbeddingFeaturizer", ImagePixelFeaturizer, TabularStandardizer
+Featurizer = Union[  # the embedding classes are names only while type checking
+    TextTfidfFeaturizer,
+    "SentenceEmbeddingFeaturizer",
+    ImagePixelFeaturizer,
+    "ImageEmbeddingFeaturizer",
+    TabularStandardizer,
 ]
 
 
@@ -259,8 +271,8 @@ def resolve_text_features(features: str = "auto") -> tuple[str, str | None]:
     """
     from relabel.text_embeddings import TEXT_EXTRA_HINT, embeddings_available, model_spec
 
-    if features not in FEATURE_SETS:
-        raise InputError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
+    if features not in TEXT_FEATURE_SETS:
+        raise InputError(f"unknown text features {features!r}: choose one of {', '.join(TEXT_FEATURE_SETS)}")
     if features == "tfidf":
         return "tfidf", None
     if features == "embeddings":
@@ -271,13 +283,38 @@ def resolve_text_features(features: str = "auto") -> tuple[str, str | None]:
     return "tfidf", (f"text features: TF-IDF (sentence embeddings find more label errors: {TEXT_EXTRA_HINT})")
 
 
+def resolve_image_features(features: str = "auto") -> tuple[str, str | None]:
+    """Which image features ``features`` means here: ``("embeddings" | "pixels", note)``.
+
+    ``note`` is None, or one line saying that "auto" fell back to pixels because the ``image`` extra is not
+    installed. "embeddings" without the extra raises InputError with the install command.
+    """
+    from relabel.image_embeddings import IMAGE_EXTRA_HINT, image_embeddings_available, image_model_spec
+
+    if features not in IMAGE_FEATURE_SETS:
+        raise InputError(
+            f"unknown image features {features!r}: choose one of {', '.join(IMAGE_FEATURE_SETS)}"
+        )
+    if features == "pixels":
+        return "pixels", None
+    if features == "embeddings":
+        image_model_spec()  # InputError naming what to install when the extra is missing
+        return "embeddings", None
+    if image_embeddings_available():
+        return "embeddings", None
+    return "pixels", (
+        f"image features: pixels (pretrained image embeddings need the image extra: {IMAGE_EXTRA_HINT})"
+    )
+
+
 def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featurizer:
     """The featurizer for an input kind: ``"text"``, ``"image"`` or ``"tabular"``; ``options`` go to it.
 
-    ``features`` chooses among :data:`FEATURE_SETS` for text (see :func:`resolve_text_features`); when
-    "auto" falls back to TF-IDF, a :class:`FeatureFallbackWarning` is issued and the featurizer's
-    ``feature_note`` holds the same line (None otherwise). Image and tabular inputs take only "auto".
-    Options of the embedding featurizer (:data:`EMBEDDING_ONLY_OPTIONS`) are dropped when TF-IDF is used.
+    ``features`` chooses among :data:`TEXT_FEATURE_SETS` for text (:func:`resolve_text_features`) and
+    :data:`IMAGE_FEATURE_SETS` for images (:func:`resolve_image_features`); when "auto" falls back (to
+    TF-IDF, to pixels), a :class:`FeatureFallbackWarning` is issued and the featurizer's ``feature_note``
+    holds the same line (None otherwise). Tabular inputs take only "auto". Options only an embedding
+    featurizer takes are dropped when the other features are used.
     """
     classes: dict[str, Any] = {
         "text": TextTfidfFeaturizer,
@@ -295,10 +332,21 @@ def featurizer_for(kind: str, features: str = "auto", **options: Any) -> Featuri
             classes["text"] = SentenceEmbeddingFeaturizer
         else:
             options = {k: v for k, v in options.items() if k not in EMBEDDING_ONLY_OPTIONS}
+    elif kind == "image":
+        chosen, note = resolve_image_features(features)
+        if chosen == "embeddings":
+            from relabel.image_embeddings import ImageEmbeddingFeaturizer
+
+            classes["image"] = ImageEmbeddingFeaturizer
+            options = {k: v for k, v in options.items() if k != "grayscale"}
+        else:
+            options = {k: v for k, v in options.items() if k not in IMAGE_EMBEDDING_ONLY_OPTIONS}
     elif features not in ("auto", None):
         if features not in FEATURE_SETS:
             raise InputError(f"unknown features {features!r}: choose one of {', '.join(FEATURE_SETS)}")
-        raise InputError(f"features={features!r} applies to text; {kind} inputs take features='auto'")
+        raise InputError(
+            f"features={features!r} applies to text and images; {kind} inputs take features='auto'"
+        )
     try:
         featurizer = classes[kind](**options)
     except TypeError as error:
@@ -320,10 +368,11 @@ def featurize(
 ) -> tuple[np.ndarray, Any]:
     """Features of a dataset for ``model``: (n, d) float64 rows, or (n, C, H, W) pixel arrays for the CNN.
 
-    Uses :func:`featurizer_for` (text → sentence embeddings or TF-IDF per ``features``, image → pixels,
-    tabular → robust z-scores); ``image_size`` overrides the image side length in pixels (default: the
-    model kind's ``default_image_size``: 8 for pixel features, ``CNN_IMAGE_SIZE`` = 28, MNIST's size, for
-    the CNN); ``device``/``progress`` go to the embedding model. Returns the features and the
+    Uses :func:`featurizer_for` (text → sentence embeddings or TF-IDF per ``features``; image → pretrained
+    embeddings or pixels per ``features``, always pixels for a model that takes images (the CNN); tabular
+    → robust z-scores); ``image_size`` overrides the image side length in pixels (default: the model kind's
+    ``default_image_size``: 8 for pixel features, ``CNN_IMAGE_SIZE`` = 28, MNIST's size, for the CNN; 224
+    for image embeddings); ``device``/``progress`` go to the embedding models. Returns the features and the
     ``image_shape`` (C, H, W) to hand to a model that takes images (None otherwise).
     """
     from relabel.models import model_kind
@@ -334,9 +383,12 @@ def featurize(
         image_size = kind.default_image_size
     if image_size is not None and dataset.kind == "image":
         options["size"] = (int(image_size), int(image_size))
-    if dataset.kind == "text":
+    if dataset.kind in ("text", "image"):
         options.update(device=device, progress=progress)
-    featurizer = featurizer_for(dataset.kind, features if dataset.kind == "text" else "auto", **options)
+    if dataset.kind == "image" and kind.inputs == "images":
+        features = "pixels"  # the CNN learns its own features from the pixels
+    chosen = features if dataset.kind in ("text", "image") else "auto"
+    featurizer = featurizer_for(dataset.kind, chosen, **options)
     if kind.inputs == "images":
         if dataset.kind != "image":
             raise InputError(f"model {kind.name!r} needs an image project; this one is {dataset.kind}")

@@ -126,7 +126,8 @@ def default_cache_dir() -> Path:
 
 
 class EmbeddingCache:
-    """One file per text: ``<dir>/<key[:2]>/<key>.emb``, key = sha256(model id + NUL + text) in hex.
+    """One file per text (or image): ``<dir>/<key[:2]>/<key>.emb``, key = sha256(model id + NUL + text) in
+    hex (the image's file bytes in place of the text for image embeddings).
 
     File layout: magic ``b"RLEMB1\\n"``, the dimension (uint32, little endian), the float32 vector
     (little endian), and the first 16 bytes of the sha256 of the vector bytes. A file that is short, long,
@@ -142,10 +143,11 @@ class EmbeddingCache:
         self.model_id = model_id
         self._prefix = hashlib.sha256(model_id.encode("utf-8") + b"\0").copy
 
-    def key(self, text: str) -> str:
-        """sha256 of the model id, a NUL byte and the UTF-8 text, as 64 hex digits."""
+    def key(self, text: str | bytes) -> str:
+        """sha256 of the model id, a NUL byte and the UTF-8 text (or the raw bytes of an encoded image), as
+        64 hex digits."""
         digest = self._prefix()
-        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
     def path(self, key: str) -> Path:

