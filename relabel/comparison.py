@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from relabel.errors import InputError
 from relabel.logistic import LogisticFit, fit_logistic
 from relabel.methods import COMPARISON_METHODS
 from relabel.noise import NOISE_KINDS, inject_label_noise
+from relabel.out_of_fold import out_of_fold_probabilities
 from relabel.scorer import SuspicionScorer, check_class_counts
 from relabel.selection import suspicion_ranks
 
@@ -170,17 +171,16 @@ def out_of_fold_self_confidence_scores(
     folds of a seeded (stratified when every class has ≥ ``folds`` items) k-fold split; the same as
     ``1 − sklearn.model_selection.cross_val_predict(..., method="predict_proba")[i, y_i]``.
     """
-    counts = np.bincount(y, minlength=n_classes)
-    present = counts[counts > 0]
-    splitter = (
-        StratifiedKFold(folds, shuffle=True, random_state=seed)
-        if present.min() >= folds
-        else KFold(folds, shuffle=True, random_state=seed)
+    out_of_fold = out_of_fold_probabilities(
+        X,
+        y,
+        n_classes,
+        folds=folds,
+        l2=l2,
+        seed=seed,
+        warm_start=warm_start,
+        gradient_tolerance=REFIT_GRADIENT_TOLERANCE,
     )
-    out_of_fold = np.empty((len(y), n_classes))
-    for train_rows, held_out_rows in splitter.split(X, y):
-        fold_fit = _fit(X[train_rows], y[train_rows], n_classes, l2, warm_start)
-        out_of_fold[held_out_rows] = fold_fit.predict_proba(X[held_out_rows])
     return 1.0 - out_of_fold[np.arange(len(y)), y]
 
 

@@ -39,7 +39,8 @@ class AuditResult:
     ranking:          one row per labeled task (see :func:`relabel.selection.ranking_table`).
     push:             what the review-queue push did (None when nothing was pushed).
     url:              where to look in the browser (the view or the review project).
-    seconds:          wall-clock seconds per stage: pull, featurize, fit, score, push, report.
+    seconds:          wall-clock seconds per stage: pull, featurize, fit, score, out-of-fold, triage, push,
+                      report.
     report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if any.
     triage:           the flagged items' tiers and the estimated number of label errors
                       (:class:`relabel.triage.Triage`).
@@ -170,7 +171,9 @@ def pull_labeled(
 def score_dataset(
     dataset: LabeledDataset, settings: AuditSettings, seconds: dict[str, float], progress: bool = False
 ) -> tuple[Any, pd.DataFrame, int]:
-    """The featurize, fit and score stages: (the fitted scorer, its scores, the feature count)."""
+    """The featurize, fit and score stages: (the fitted scorer, its scores, the feature count); then, with
+    ``settings.folds`` ≥ 2, the out-of-fold stage: ``scorer.out_of_fold`` is set to the
+    :class:`relabel.out_of_fold.OutOfFold` probabilities behind the error estimate and the tiers."""
     from relabel.featurizers import featurize
     from relabel.scorer import SuspicionScorer
 
@@ -197,6 +200,19 @@ def score_dataset(
         scorer.fit(X, list(dataset.labels), classes=list(dataset.classes), item_ids=list(dataset.ids))
     with stage_timer(seconds, "score"):
         scores = scorer.scores(settings.score_methods())
+    if settings.folds:
+        from relabel.out_of_fold import out_of_fold
+
+        with stage_timer(seconds, "out-of-fold"):
+            scorer.out_of_fold = out_of_fold(
+                X,
+                scorer.y,
+                len(dataset.classes),
+                folds=settings.folds,
+                l2=settings.l2,
+                seed=settings.seed,
+                audited_model=settings.model,
+            )
     return scorer, scores, int(np.prod(X.shape[1:]))
 
 
@@ -274,7 +290,13 @@ def rank_dataset(
     n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
     table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
     with stage_timer(seconds, "triage"):
-        triage = triage_audit(table, dataset, scorer, explain_top=max(settings.explain_top, ARCHIVE_TOP))
+        triage = triage_audit(
+            table,
+            dataset,
+            scorer,
+            explain_top=max(settings.explain_top, ARCHIVE_TOP),
+            out_of_fold=getattr(scorer, "out_of_fold", None),
+        )
     return RankedItems(dataset, scorer, triage.table, triage, flagged_items(triage.table), n_features)
 
 

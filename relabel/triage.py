@@ -21,19 +21,21 @@ and for none of the 15 correct labels flagged.)
   decide the rule, not just the item.
 * ``review``: every other flagged item. Act: a normal second look.
 
-**Estimated number of label errors** (:func:`estimate_label_errors`): the off-diagonal count of the
-confident joint of confident learning (Northcutt, Jiang & Chuang, JAIR 2021), uncalibrated. Per class k the
-threshold t_k is the mean probability of class k over the items labeled k; item i (labeled y) is counted as
-an error when some class j ≠ y has p_ij ≥ t_j and j is the most probable of the classes at or above their
-threshold. Per class: how many items given that label are counted, and that share.
+**Estimated number of label errors** (:func:`estimate_label_errors`): confident learning's estimate
+(Northcutt, Jiang & Chuang, JAIR 2021) from **out-of-fold** probabilities p̂ (:mod:`relabel.out_of_fold`:
+k-fold, seeded; each item predicted by a logistic model fitted without it). Per class k the threshold t_k
+is the mean of p̂_ik over the items labeled k; item i (labeled y) lands in cell (y, j) of the confident
+joint C when j is the most probable of the classes whose p̂_ij ≥ t_j (no cell when none is). C is then
+calibrated row by row to the label counts, Q_yj = C_yj / Σ_j' C_yj' · n_y (items that cleared no threshold
+are spread like those that did), and the estimate is the off-diagonal sum Σ_{y≠j} Q_yj, rounded. Per class:
+how many items given that label are estimated wrong, and that share. The items counted (``is_error``, and
+the ``estimated_error`` column) are those in off-diagonal cells of C.
 
-Bias, honestly: the probabilities are **in-sample** (the model was fitted on these very labels; the audit does
-not cross-validate), so a flexible or weakly regularised model fits some wrong labels and the count
-**underestimates** (the more so, the better the model memorises); on data whose classes genuinely overlap,
-borderline correct items are counted and it **overestimates**. Read it as an order of magnitude, and compare
-it with the ``likely error`` tier count, which only covers the flagged items. (Digits as above: 121 counted
-for 180 planted errors.) ``relabel compare`` (out-of-fold
-probabilities, ``confident_learning``) is the careful version.
+Uncertainty: a 95 % Wilson interval for the error rate e/n times n (the count's sampling error, items
+taken as independent); it does not cover the estimator's bias, which was measured on planted noise
+(``scripts/bench_error_estimate.py``; the README's table). Without out-of-fold probabilities (the Python
+API called without them) the in-sample probabilities are used and the estimate says so: a model that
+memorises its labels then counts too few.
 """
 
 from __future__ import annotations
@@ -84,28 +86,45 @@ def top_two_gap(probabilities: np.ndarray) -> np.ndarray:
     return top_two[:, 0] - top_two[:, 1]
 
 
+IN_SAMPLE = "in-sample probabilities (the model saw these labels: a memorising model counts too few)"
+
+
 @dataclass
 class ErrorEstimate:
-    """How many labels look wrong (see the module docstring for the estimator and its bias).
+    """How many labels look wrong (see the module docstring for the estimator and its uncertainty).
 
-    total:       the estimated number of label errors among the items.
+    total:       the estimated number of label errors among the items (calibrated confident joint).
     per_class:   one row per class: ``class``, ``n_items`` (given that label), ``estimated_errors``,
                  ``estimated_error_rate``, ``threshold`` (t_k).
-    is_error:    (n,) bool, in the order of the probabilities: the items counted.
+    is_error:    (n,) bool, in the order of the probabilities: the items in off-diagonal cells of C.
     counted_as:  (n,) int, the class each counted item is attributed to (−1 when not counted).
+    interval:    (low, high), the 95 % Wilson interval of the count (sampling error only).
+    probabilities: where the probabilities came from, in words (out-of-fold k, model, seed; or in-sample).
     """
 
     total: int
     per_class: pd.DataFrame
     is_error: np.ndarray
     counted_as: np.ndarray
-    method: str = "confident-learning off-diagonal count, in-sample probabilities (uncalibrated)"
+    interval: tuple[int, int] = (0, 0)
+    probabilities: str = IN_SAMPLE
+    method: str = "confident learning, calibrated confident joint (Northcutt et al. 2021)"
+
+    def describe(self) -> str:
+        """One line: the count, its interval, the estimator and where its probabilities came from."""
+        low, high = self.interval
+        return (
+            f"estimated label errors in the project: {self.total} (95 % interval {low}–{high}; "
+            f"{self.method}, {self.probabilities})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: total, method and the per-class rows."""
+        """JSON-ready: total, interval, method, probabilities and the per-class rows."""
         return {
             "total": int(self.total),
+            "interval_95": [int(self.interval[0]), int(self.interval[1])],
             "method": self.method,
+            "probabilities": self.probabilities,
             "per_class": [
                 {key: _plain(value) for key, value in row.items()}
                 for row in self.per_class.to_dict(orient="records")
@@ -113,13 +132,32 @@ class ErrorEstimate:
         }
 
 
+def wilson_interval(count: float, n: int, z: float = 1.959963984540054) -> tuple[int, int]:
+    """The Wilson score interval for a rate count/n at confidence z (default 95 %), as counts (floor, ceil).
+
+    p̂ = count/n; centre (p̂ + z²/2n)/(1 + z²/n); half-width z·√(p̂(1−p̂)/n + z²/4n²)/(1 + z²/n).
+    """
+    if n <= 0:
+        return (0, 0)
+    rate = min(max(count / n, 0.0), 1.0)
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
+    return (int(np.floor(max(centre - half, 0.0) * n)), int(np.ceil(min(centre + half, 1.0) * n)))
+
+
 def estimate_label_errors(
-    given: Sequence[int] | np.ndarray, probabilities: np.ndarray, classes: Sequence[Any]
+    given: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[Any],
+    *,
+    source: str = IN_SAMPLE,
 ) -> ErrorEstimate:
     """The confident-learning estimate of the number of label errors (module docstring).
 
-    ``given``: (n,) class indices of the given labels; ``probabilities``: (n, K) the model's class
-    probabilities in the same order; ``classes``: the K class names.
+    ``given``: (n,) class indices of the given labels; ``probabilities``: (n, K) class probabilities in the
+    same order (out-of-fold ones: :mod:`relabel.out_of_fold`); ``classes``: the K class names;
+    ``source``: where the probabilities came from, in words (shown with the estimate).
     """
     given = np.asarray(given, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -128,21 +166,34 @@ def estimate_label_errors(
         [probabilities[given == k, k].mean() if np.any(given == k) else np.inf for k in range(n_classes)]
     )
     above = probabilities >= thresholds[None, :]
-    masked = np.where(above, probabilities, -np.inf)
-    best = np.argmax(masked, axis=1)
+    best = np.argmax(np.where(above, probabilities, -np.inf), axis=1)
     confident = above.any(axis=1)
+    joint = np.zeros((n_classes, n_classes))
+    np.add.at(joint, (given[confident], best[confident]), 1.0)
+    label_counts = np.bincount(given, minlength=n_classes).astype(np.float64)
+    row_sums = joint.sum(axis=1, keepdims=True)
+    shares = np.where(row_sums > 0, joint / np.where(row_sums > 0, row_sums, 1.0), 0.0)
+    calibrated = shares * label_counts[:, None]
+    errors_per_class = calibrated.sum(axis=1) - np.diag(calibrated)
     is_error = confident & (best != given)
-    counted_as = np.where(is_error, best, -1)
+    total = float(errors_per_class.sum())
     per_class = pd.DataFrame(
         {
             "class": [str(name) for name in classes],
-            "n_items": [int(np.sum(given == k)) for k in range(n_classes)],
-            "estimated_errors": [int(np.sum(is_error & (given == k))) for k in range(n_classes)],
+            "n_items": label_counts.astype(int),
+            "estimated_errors": np.round(errors_per_class).astype(int),
             "threshold": thresholds,
         }
     )
-    per_class["estimated_error_rate"] = per_class["estimated_errors"] / per_class["n_items"].clip(lower=1)
-    return ErrorEstimate(int(is_error.sum()), per_class, is_error, counted_as)
+    per_class["estimated_error_rate"] = errors_per_class / np.maximum(label_counts, 1)
+    return ErrorEstimate(
+        round(total),
+        per_class,
+        is_error,
+        np.where(is_error, best, -1),
+        interval=wilson_interval(total, len(given)),
+        probabilities=source,
+    )
 
 
 def assign_tiers(
@@ -153,6 +204,7 @@ def assign_tiers(
     estimated_errors: Collection[Any] = (),
     margin: float = AMBIGUITY_MARGIN,
     id_column: str = "task_id",
+    preferred_labels: Mapping[Any, str] | None = None,
 ) -> pd.DataFrame:
     """A copy of ``ranking`` with the columns of :data:`TRIAGE_COLUMNS` added (or replaced):
 
@@ -161,6 +213,8 @@ def assign_tiers(
     which is the same number whenever the given label is one of the top two; else NaN = never ambiguous),
     ``estimated_error`` (bool: the item is among ``estimated_errors``), and ``tier`` (module docstring;
     ``""`` for items that are not flagged). Without a ``flagged`` column every row counts as flagged.
+    "The model prefers another label" compares ``current_label`` with ``preferred_labels`` (item id → the
+    out-of-fold most probable class) when given, else with ``suggested_label``.
     """
     table = ranking.copy()
     ids = [_plain(value) for value in table[id_column]]
@@ -179,7 +233,11 @@ def assign_tiers(
     flagged = (
         table["flagged"].to_numpy(dtype=bool) if "flagged" in table.columns else np.ones(len(table), bool)
     )
-    disagrees = (table["current_label"].astype(str) != table["suggested_label"].astype(str)).to_numpy()
+    if preferred_labels is None:
+        preferred = table["suggested_label"].astype(str)
+    else:
+        preferred = pd.Series([str(preferred_labels.get(i, "")) for i in ids], index=table.index)
+    disagrees = (table["current_label"].astype(str) != preferred).to_numpy()
     ambiguous = np.nan_to_num(table["top_two_gap"].to_numpy(dtype=float), nan=np.inf) < margin
     likely = disagrees & table["supported_only_by_flagged"].to_numpy()
     tiers = np.where(likely, LIKELY_ERROR, np.where(ambiguous, AMBIGUOUS, REVIEW))
@@ -224,10 +282,15 @@ def triage_audit(
     explain_top: int | None = None,
     explanations: Mapping[Any, pd.DataFrame] | None = None,
     margin: float = AMBIGUITY_MARGIN,
+    out_of_fold: Any = None,
 ) -> Triage:
     """Triage one audit: ``ranking`` as :func:`relabel.selection.ranking_table` returns it, ``dataset`` the
     :class:`relabel.dataset.LabeledDataset` ranked, ``scorer`` the fitted :class:`relabel.SuspicionScorer`
     (rows in ``dataset.ids`` order, classes in ``dataset.classes`` order).
+
+    ``out_of_fold``: a :class:`relabel.out_of_fold.OutOfFold` (rows in the same order): its probabilities
+    give the estimate, the top-two gap and the label the model prefers for the tiers (so a model that
+    memorised its labels still sorts honestly); None: the scorer's in-sample probabilities.
 
     Explains every flagged item (``explain_top`` supporters and opposers each, default ``top``; one batched
     solve per 256 items, no refit) unless ``explanations`` are given, then tiers and estimates.
@@ -243,16 +306,23 @@ def triage_audit(
         )
     explanations = dict(explanations)
     supported = supported_only_by_flagged(explanations, flagged_ids, top=top)
-    probabilities = np.asarray(scorer.probabilities)
+    if out_of_fold is None:
+        probabilities, source, preferred = np.asarray(scorer.probabilities), IN_SAMPLE, None
+    else:
+        probabilities, source = np.asarray(out_of_fold.probabilities), out_of_fold.describe()
+        classes = [str(name) for name in dataset.classes]
+        best = probabilities.argmax(axis=1)
+        preferred = {_plain(item): classes[k] for item, k in zip(ids, best, strict=True)}
     gap = top_two_gap(probabilities)
     gaps = {_plain(item): float(value) for item, value in zip(ids, gap, strict=True)}
-    estimate = estimate_label_errors(dataset.label_indices(), probabilities, dataset.classes)
+    estimate = estimate_label_errors(dataset.label_indices(), probabilities, dataset.classes, source=source)
     table = assign_tiers(
         ranking,
         supported_only=supported,
         gaps=gaps,
         estimated_errors=[_plain(item) for item in ids[estimate.is_error]],
         margin=margin,
+        preferred_labels=preferred,
     )
     return Triage(table, explanations, estimate)
 
@@ -272,8 +342,9 @@ def summary_line(facts: Mapping[str, Any]) -> str:
     line += f" ({facts['supported_only_by_flagged']} supported only by other flagged items)"
     estimate = facts.get("estimated_label_errors")
     if estimate:
+        low, high = estimate.get("interval_95", (estimate["total"], estimate["total"]))
         line += (
-            f"; estimated label errors in the project: {estimate['total']} "
-            "(confident-learning count, in-sample: a rough figure)"
+            f"; estimated label errors in the project: {estimate['total']} (95 % interval {low}–{high}; "
+            f"{estimate.get('method', 'confident learning')}, {estimate.get('probabilities', IN_SAMPLE)})"
         )
     return line

@@ -80,6 +80,7 @@ def register(subparsers: Any) -> None:
         "a state file keeps reviewed items from being flagged again and a lock stops overlapping runs",
     )
     add_model_options(parser)
+    add_setting(parser.add_argument_group("error estimate"), "folds")
     how_many = parser.add_argument_group("how many to flag").add_mutually_exclusive_group()
     add_setting(how_many, "top")
     add_setting(how_many, "top_fraction")
