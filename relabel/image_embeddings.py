@@ -239,7 +239,10 @@ class ImageEmbeddingFeaturizer:
                 raise InputError(f"image embeddings take a square input size; got {size}")
             size = size[0]
         if int(size) < 32:
-            raise InputError(f"image embedding input size must be at least 32 pixels; got {size}")
+            raise InputError(
+                f"image embeddings need an input size of at least 32 px, got {size}: use --image-size 32 or "
+                "more (default 224), or --features pixels"
+            )
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1; got {batch_size}")
         self.spec = image_model_spec(model)

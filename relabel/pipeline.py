@@ -212,6 +212,7 @@ def score_dataset(
                 l2=settings.l2,
                 seed=settings.seed,
                 audited_model=settings.model,
+                warm_start=getattr(scorer, "logistic_fit", None),
             )
     return scorer, scores, int(np.prod(X.shape[1:]))
 

@@ -91,7 +91,8 @@ class AuditSettings:
         None,
         "resize images to PX×PX pixels before featurizing",
         metavar="PX",
-        default_text=f"{PIXEL_IMAGE_SIZE} for the pixel features of logistic/mlp, {CNN_IMAGE_SIZE} for cnn",
+        default_text=f"{PIXEL_IMAGE_SIZE} for the pixel features of logistic/mlp, {CNN_IMAGE_SIZE} for cnn, "
+        "224 for image embeddings",
     )
     l2: float = setting(1e-3, "λ, the L2 weight on all parameters (dimensionless, on the mean loss)")
     seed: int = setting(0, "seed for model initialisation and the random baseline")

@@ -4,8 +4,8 @@ For each data set and seed, 10 % of the labels are flipped uniformly to another 
 seeded), and the estimate of :func:`relabel.triage.estimate_label_errors` is computed twice:
 
 * **out-of-fold** (what ``relabel audit`` now reports): 5-fold seeded out-of-fold probabilities of the
-  exact logistic model (λ = 1e-3) on the set's features (:mod:`relabel.out_of_fold`), calibrated
-  confident joint;
+  exact logistic model (λ = 1e-3) on the set's features (:mod:`relabel.out_of_fold`; each fold's fit
+  warm-started from the fit on all items, as the audit does), calibrated confident joint;
 * **in-sample** (what it reported before): the same estimator on the probabilities of the logistic model
   fitted on all the items, i.e. on the labels it is asked to judge.
 
@@ -109,12 +109,14 @@ def estimate_row(name: str, X: np.ndarray, y: np.ndarray, seed: int, folds: int)
     n_classes = int(y.max()) + 1
     noisy = inject_label_noise(y, FLIP_RATE, seed=seed, n_classes=n_classes)
     classes = [str(k) for k in range(n_classes)]
+    full_fit = fit_logistic(X, noisy.labels, n_classes, l2=L2)  # the audit's own fit
     started = time.perf_counter()
-    oof = out_of_fold_probabilities(X, noisy.labels, n_classes, folds=folds, l2=L2, seed=seed)
+    oof = out_of_fold_probabilities(
+        X, noisy.labels, n_classes, folds=folds, l2=L2, seed=seed, warm_start=full_fit
+    )
     seconds = time.perf_counter() - started
     honest = estimate_label_errors(noisy.labels, oof, classes)
-    in_sample = fit_logistic(X, noisy.labels, n_classes, l2=L2).predict_proba(X)
-    old = estimate_label_errors(noisy.labels, in_sample, classes)
+    old = estimate_label_errors(noisy.labels, full_fit.predict_proba(X), classes)
     true = int(noisy.flipped.sum())
     error = (honest.total - true) / true
     return [

@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_fraction=0.10,
             queue=args.queue,
             image_size=8,
+            features="pixels",  # the demo's documented setting: 8×8 grey pixels
             # The ``mislabeling`` field costs one extra request per prediction (≈0.2 s each here), and the
             # Data Manager does not show it; ``score`` carries the same number. Skipped for a quick demo.
             write_mislabeling=False,

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with server.start(timeout=300):
             connector = LabelStudioConnector(server.url, server.legacy_token)
             project_id = int(demo.seed_project(connector)["project_id"])
-            settings = AuditSettings(top_fraction=0.10, image_size=8)
+            settings = AuditSettings(top_fraction=0.10, image_size=8, features="pixels")
             report = Path(folder) / "report"
             result = run_audit(connector, project_id, settings, report_dir=report, progress=False)
             print(result.summary())
