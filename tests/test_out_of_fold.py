@@ -108,3 +108,19 @@ def test_tiers_use_the_out_of_fold_preferred_label_when_given() -> None:
         ranking, supported_only=supported, gaps={1: 0.9, 2: 0.9}, preferred_labels={1: "b", 2: "a"}
     )
     assert list(honest["tier"]) == ["likely error", "review"]
+
+
+def test_image_arrays_are_pooled_for_the_proxy_and_rows_pass_through() -> None:
+    from relabel.out_of_fold import proxy_features
+
+    rows = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(proxy_features(rows), rows)
+    small = np.random.default_rng(0).random((2, 1, 8, 8))
+    np.testing.assert_array_equal(proxy_features(small), small.reshape(2, 64))
+    images = np.ones((2, 1, 28, 28)) * np.array([0.25, 0.75])[:, None, None, None]
+    pooled = proxy_features(images)
+    assert pooled.shape == (2, 64)
+    np.testing.assert_allclose(pooled, np.repeat([[0.25], [0.75]], 64, axis=1), rtol=1e-12)
+    X, y = blobs(60)
+    described = out_of_fold(np.repeat(X[:, None, :2, None], 10, axis=3), y, 3, folds=3, audited_model="cnn")
+    assert "pooled pixels, a proxy for the cnn" in described.describe()
