@@ -11,7 +11,7 @@ Configuration (TOML; the API token is never in it: ``api_key_file`` or the envir
     [defaults]                                  # optional; every key may be overridden per project
     url = "http://localhost:8080"
     api_key_file = "/etc/relabel/token"         # or api_key_env = "LABEL_STUDIO_API_KEY"
-    model = "logistic"                          # logistic | mlp | cnn
+    model = "auto"                              # auto | logistic | mlp | cnn
     method = "self_influence"                   # self_influence | loss | margin | random
     top_fraction = 0.05                         # or top = 50
     queue = "view"                              # view | project

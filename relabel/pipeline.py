@@ -39,13 +39,15 @@ class AuditResult:
     ranking:          one row per labeled task (see :func:`relabel.selection.ranking_table`).
     push:             what the review-queue push did (None when nothing was pushed).
     url:              where to look in the browser (the view or the review project).
-    seconds:          wall-clock seconds per stage: pull, featurize, fit, score, out-of-fold, triage, push,
-                      report.
+    seconds:          wall-clock seconds per stage: pull, choose (model "auto"), featurize, fit, score,
+                      out-of-fold, triage, push, report.
     report_path:      the ``report.html`` written (beside ``ranking.csv`` and ``ranking.parquet``), if any.
     triage:           the flagged items' tiers and the estimated number of label errors
                       (:class:`relabel.triage.Triage`).
     reread:           the project changed between the pull and the push (another writer ran): it was
                       pulled and ranked again under the write lease, and the push used that.
+    model_choice:     what ``model="auto"`` chose and why (:class:`relabel.models.choice.ModelChoice`);
+                      None when the model was named.
     """
 
     project_id: int
@@ -64,10 +66,17 @@ class AuditResult:
     scorer: Any = None
     triage: Any = None
     reread: bool = False
+    model_choice: Any = None
 
     @property
     def n_flagged(self) -> int:
         return len(self.flagged_task_ids)
+
+    @property
+    def model_name(self) -> str:
+        """The model that was fitted: the settings' name, or what ``auto`` chose."""
+        choice = self.model_choice
+        return self.settings.model if choice is None else choice.model
 
     @property
     def skipped(self) -> dict[Any, str]:
@@ -81,9 +90,11 @@ class AuditResult:
             f"project {self.project_id}: {self.n_tasks} tasks, {self.n_labeled} labeled and ranked "
             f"({self.n_unlabeled} without a usable label left out"
             + (f", {len(skipped)} skipped: input unreadable" if skipped else "")
-            + f"); model {self.settings.model}, method {self.settings.method}",
+            + f"); model {self.model_name}, method {self.settings.method}",
         ]
         lines += skipped_lines(skipped)
+        if self.model_choice is not None:
+            lines.append(self.model_choice.describe())
         lines.append(f"flagged the top {self.n_flagged} items (task ids {_preview(self.flagged_task_ids)})")
         if self.triage is not None:
             lines.append(self.triage.summary_line())
@@ -170,25 +181,33 @@ def pull_labeled(
 
 def score_dataset(
     dataset: LabeledDataset, settings: AuditSettings, seconds: dict[str, float], progress: bool = False
-) -> tuple[Any, pd.DataFrame, int]:
-    """The featurize, fit and score stages: (the fitted scorer, its scores, the feature count); then, with
-    ``settings.folds`` ≥ 2, the out-of-fold stage: ``scorer.out_of_fold`` is set to the
+) -> tuple[Any, pd.DataFrame, int, Any]:
+    """The choose (``model="auto"``), featurize, fit and score stages: (the fitted scorer, its scores, the
+    feature count, the :class:`relabel.models.choice.ModelChoice` or None when the model was named); then,
+    with ``settings.folds`` ≥ 2, the out-of-fold stage: ``scorer.out_of_fold`` is set to the
     :class:`relabel.out_of_fold.OutOfFold` probabilities behind the error estimate and the tiers."""
     from relabel.featurizers import featurize
+    from relabel.models.choice import AUTO, choose_model
     from relabel.scorer import SuspicionScorer
 
+    model, features, choice = settings.model, settings.features, None
+    if model == AUTO:
+        with stage_timer(seconds, "choose"):
+            choice = choose_model(dataset, settings, budget_seconds=settings.auto_budget_seconds)
+        model = choice.model
+        features = choice.features if dataset.kind in ("text", "image") else features
     with stage_timer(seconds, "featurize"):
         X, image_shape = featurize(
             dataset,
-            settings.model,
+            model,
             image_size=settings.image_size,
-            features=settings.features,
+            features=features,
             device=settings.device,
             progress=progress,
         )
     options: dict[str, Any] = {} if image_shape is None else {"image_shape": image_shape}
     scorer = SuspicionScorer(
-        model=settings.model,
+        model=model,
         seed=settings.seed,
         l2=settings.l2,
         device=settings.device,
@@ -211,10 +230,10 @@ def score_dataset(
                 folds=settings.folds,
                 l2=settings.l2,
                 seed=settings.seed,
-                audited_model=settings.model,
+                audited_model=model,
                 warm_start=getattr(scorer, "logistic_fit", None),
             )
-    return scorer, scores, int(np.prod(X.shape[1:]))
+    return scorer, scores, int(np.prod(X.shape[1:])), choice
 
 
 def run_audit(
@@ -265,7 +284,7 @@ def mark_review_states(table: pd.DataFrame, states: dict[int, str]) -> None:
 @dataclass
 class RankedItems:
     """The score, select and triage stages on one pulled dataset: the fitted scorer, the ranking table with
-    the triage columns, the triage, the flagged items and the feature count."""
+    the triage columns, the triage, the flagged items, the feature count and what ``model="auto"`` chose."""
 
     dataset: LabeledDataset
     scorer: Any
@@ -273,6 +292,7 @@ class RankedItems:
     triage: Any
     items: list[Any]
     n_features: int
+    model_choice: Any = None
 
 
 def rank_dataset(
@@ -287,7 +307,7 @@ def rank_dataset(
     from relabel.selection import flagged_items, number_to_flag, ranking_table
     from relabel.triage import triage_audit
 
-    scorer, scores, n_features = score_dataset(dataset, settings, seconds, progress)
+    scorer, scores, n_features, choice = score_dataset(dataset, settings, seconds, progress)
     n_flagged = number_to_flag(len(dataset), settings.top, settings.top_fraction)
     table = ranking_table(dataset, scores, settings.method, n_flagged, excluded=excluded)
     with stage_timer(seconds, "triage"):
@@ -298,7 +318,8 @@ def rank_dataset(
             explain_top=max(settings.explain_top, ARCHIVE_TOP),
             out_of_fold=getattr(scorer, "out_of_fold", None),
         )
-    return RankedItems(dataset, scorer, triage.table, triage, flagged_items(triage.table), n_features)
+    items = flagged_items(triage.table)
+    return RankedItems(dataset, scorer, triage.table, triage, items, n_features, choice)
 
 
 def read_mark(connector: Any, project_id: int) -> Any:
@@ -405,6 +426,7 @@ def audit_dataset(
                 n_flagged=len(items),
                 explain_top=settings.explain_top,
                 triage=ranked.triage,
+                model_choice=ranked.model_choice,
                 title=report_title,
                 summary=None if report_summary is None else report_summary([item.task_id for item in items]),
             )
@@ -427,4 +449,5 @@ def audit_dataset(
         scorer=ranked.scorer,
         triage=ranked.triage,
         reread=reread_done,
+        model_choice=ranked.model_choice,
     )

@@ -265,6 +265,7 @@ def write_report(
     estimate: Any = None,
     explain_top: int | None = None,
     generated: datetime | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``report.html`` into ``report_dir``; returns the paths.
 
@@ -283,6 +284,7 @@ def write_report(
     ``http://ls:8080/projects/3/data?task={task_id}``), or None for no links. ``estimate``: a
     :class:`relabel.triage.ErrorEstimate` for the per-class error estimate (else the ``estimated_error``
     column is counted, when present). The HTML table shows the flagged items up to ``max_rows``.
+    ``notes``: lines shown under the summary cards (e.g. why ``model="auto"`` chose the model).
     ``generated``: when the audit ran (UTC; default now): shown, and compared by the page with the time of
     the last ``relabel sync`` recorded into it (:func:`record_sync`) for the stale warning.
 
@@ -310,9 +312,8 @@ def write_report(
     ]  # fmt: skip
     n_listed = _count_flagged(ranking, n_flagged)
     sections = (
-        _summary_block(
-            title, _summary_cards(ranking, shown, n_flagged, method, estimate, summary), generated
-        ),
+        _summary_block(title, _summary_cards(ranking, shown, n_flagged, method, estimate, summary), generated)
+        + "".join(f"<p class='note model-choice'>{html.escape(note)}</p>\n" for note in notes),
         _jump_links(n_listed, bool(figures), shown["tier"].value_counts().to_dict() if triaged else None),
         STALE_BLOCK,
         _table_block(
@@ -857,6 +858,7 @@ def write_audit_report(
     summary: Mapping[str, Any] | None = None,
     max_rows: int = 200,
     triage: Any = None,
+    model_choice: Any = None,
 ) -> dict[str, Path]:
     """The report of one audit: triage, previews and links from ``dataset``, explanations from ``scorer``.
 
@@ -866,6 +868,8 @@ def write_audit_report(
     is present, the flagged rows are the ones reported, in rank order). ``triage``: a
     :class:`relabel.triage.Triage` already computed for this ranking (e.g. by the pipeline, for the queue);
     computed here otherwise (every flagged item explained once, :data:`ARCHIVE_TOP` per role).
+    ``model_choice``: what ``model="auto"`` chose (:class:`relabel.models.choice.ModelChoice`): shown as a
+    "model" card and a line saying why.
 
     Writes ``ranking.csv``/``ranking.parquet`` (with the triage columns), ``report.html``,
     ``explain.parquet`` and ``audit.json``; returns their paths (keys ``ranking_csv``, ``ranking_parquet``,
@@ -907,7 +911,8 @@ def write_audit_report(
         id_column="task_id",
         title=title
         or f"relabel audit — {source.get('project_title') or source.get('project_id') or ''}".rstrip(" —"),
-        summary=summary,
+        summary={**(summary or {}), **_model_cards(scorer, model_choice)},
+        notes=() if model_choice is None else (model_choice.describe(),),
         previews=previews,
         explanations=triage.explanations if explain_top else {},
         max_rows=max_rows,
@@ -922,6 +927,14 @@ def write_audit_report(
         )
     )
     return paths
+
+
+def _model_cards(scorer: Any, model_choice: Any) -> dict[str, str]:
+    """The "model" card: the fitted model's name (with what ``auto`` chose it on)."""
+    summary = getattr(scorer, "fit_summary", None)
+    if model_choice is not None:
+        return {"model (chosen by auto)": f"{model_choice.model} on {model_choice.features}"}
+    return {} if summary is None else {"model": summary.model}
 
 
 def write_explain_archive(

@@ -19,6 +19,7 @@ from relabel.dataset import QUEUE_MODES
 from relabel.errors import InputError, shown
 from relabel.featurizers import CNN_IMAGE_SIZE, FEATURE_SETS, PIXEL_IMAGE_SIZE
 from relabel.methods import INFLUENCE_SCOPES, METHODS, MODEL_NAMES, MODELS, SCORE_METHODS, describe
+from relabel.models.choice import AUTO, AUTO_HELP, DEFAULT_BUDGET_SECONDS
 from relabel.selection import DEFAULT_TOP_FRACTION
 
 
@@ -55,7 +56,9 @@ class AuditSettings:
     holds its help text, see :func:`setting`)."""
 
     model: str = setting(
-        "logistic", f"the model fitted to the labels: {describe(MODELS)}", choices=MODEL_NAMES
+        AUTO,
+        f"the model fitted to the labels: {AUTO}: {AUTO_HELP}; {describe(MODELS)}",
+        choices=(*MODEL_NAMES, AUTO),
     )
     method: str = setting(
         "self_influence",
@@ -122,6 +125,7 @@ class AuditSettings:
         "to take ≤ 2 min, else the last layer",
         choices=INFLUENCE_SCOPES,
     )
+<<<<<<< HEAD
     folds: int = setting(
         5,
         "k of the seeded k-fold out-of-fold probabilities behind the estimated number of label errors and "
@@ -129,6 +133,14 @@ class AuditSettings:
         "relabel/out_of_fold.py); 0 = in-sample probabilities, which count too few for a model that "
         "memorises its labels",
         metavar="K",
+=======
+    auto_budget_seconds: float = setting(
+        DEFAULT_BUDGET_SECONDS,
+        "model auto: seconds the candidates' out-of-fold measurement may take (the first candidate, "
+        "logistic, is always measured; a candidate projected past the budget is not finished)",
+        metavar="SECONDS",
+        flag="--auto-budget",
+>>>>>>> 9c9ec84 (model="auto" as the audit default (issue 17, part 1): candidates by data kind, chosen by 3-fold out-of-fold log-loss within --auto-budget; the choice and why in the summary, the report and --json; predict_proba on every model kind; scripts/bench_auto_model.py)
     )
 
     def __post_init__(self) -> None:
@@ -148,6 +160,8 @@ class AuditSettings:
             raise InputError(f"folds must be 0 (in-sample) or a whole number ≥ 2; got {shown(self.folds)}")
         if not float(self.l2) > 0:
             raise InputError(f"l2 must be > 0; got {shown(self.l2)}")
+        if not float(self.auto_budget_seconds) > 0:
+            raise InputError(f"auto_budget_seconds must be > 0; got {shown(self.auto_budget_seconds)}")
         if not isinstance(self.explain_top, int) or self.explain_top < 0:
             raise InputError(f"explain_top must be a whole number ≥ 0; got {shown(self.explain_top)}")
 

@@ -180,7 +180,8 @@ def audit_json(result: Any, triage: dict[str, Any] | None) -> dict[str, Any]:
         "n_skipped": len(skipped),
         "skipped_tasks": [{"task_id": int(task_id), "reason": reason} for task_id, reason in skipped],
         "n_features": result.n_features,
-        "model": result.settings.model,
+        "model": result.model_name,
+        "model_choice": None if result.model_choice is None else result.model_choice.as_dict(),
         "method": result.settings.method,
         "n_flagged": result.n_flagged,
         "flagged_task_ids": [int(task_id) for task_id in result.flagged_task_ids],
@@ -219,6 +220,7 @@ def write_report(result: Any, report_dir: Path) -> str | None:
                 n_flagged=result.n_flagged,
                 explain_top=result.settings.explain_top,
                 triage=result.triage,
+                model_choice=result.model_choice,
             )
     except (RelabelError, OSError) as error:
         reason = str(error) if isinstance(error, RelabelError) else f"{report_dir}: {error.strerror or error}"

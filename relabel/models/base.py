@@ -143,6 +143,10 @@ class ModelKind:
             return X.reshape(len(X), *settings.image_shape)
         return X[:, None] if X.ndim == 3 else X
 
+    def predict_proba(self, fitted: FittedModel, X: np.ndarray, settings: ModelSettings) -> np.ndarray:
+        """(n, K) class probabilities of new items ``X`` under ``fitted`` (e.g. held-out rows of a k-fold)."""
+        raise NotImplementedError
+
     def fit(
         self,
         X: np.ndarray,

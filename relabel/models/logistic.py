@@ -73,6 +73,10 @@ class LogisticModel(ModelKind):
         fitted.probabilities = fitted.objective.probabilities()
         return fitted
 
+    def predict_proba(self, fitted: FittedModel, X: np.ndarray, settings: ModelSettings) -> np.ndarray:
+        """softmax([x, 1] Θ̂) for each row of ``X``, (n, K) float64."""
+        return fitted.logistic_fit.predict_proba(self.prepare(X, settings))
+
     def _module(self, fit: LogisticFit, settings: ModelSettings) -> nn.Module:
         import torch
 

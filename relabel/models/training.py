@@ -167,3 +167,11 @@ class TorchModelKind(ModelKind):
         torch.manual_seed(settings.seed)
         module = self.build(tuple(inputs.shape[1:]), n_classes, settings)
         return fit_module(module, self.name, inputs, y, settings, influence, convex=self.convex)
+
+    def predict_proba(self, fitted: FittedModel, X: np.ndarray, settings: ModelSettings) -> np.ndarray:
+        """softmax(f_θ̂(x)) for each row of ``X``, (n, K) float64."""
+        inputs = torch.as_tensor(
+            self.prepare(X, settings), dtype=torch.float64, device=settings.torch_device()
+        )
+        with torch.no_grad():
+            return torch.softmax(fitted.module(inputs), dim=1).cpu().numpy()
