@@ -79,6 +79,8 @@ def test_audit_json_holds_the_summary_numbers_triage_and_urls(fake_server, capsy
     # in-sample TF-IDF fit memorises: the estimate may well be 0 here (relabel/triage.py, "Bias")
     assert isinstance(payload["triage"]["estimated_label_errors"]["total"], int)
     assert set(payload["seconds"]) >= {"pull", "fit", "score", "push", "report"}
+    assert payload["model"] == "logistic" and payload["model_choice"]["model"] == "logistic"
+    assert [c["model"] for c in payload["model_choice"]["candidates"]] == ["logistic"]
 
 
 def test_audit_text_summary_has_the_triage_line(fake_server, capsys) -> None:
@@ -86,6 +88,8 @@ def test_audit_text_summary_has_the_triage_line(fake_server, capsys) -> None:
     assert main(["audit", "--project", str(project_id), "--top", "6", "--dry-run", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "triage of the flagged items: " in out and "estimated label errors in the project" in out
+    assert "model logistic, method self_influence" in out  # --model auto (the default) chose logistic:
+    assert "model auto → logistic on " in out and "60 items, fewer than the 200" in out  # too few to compare
 
 
 def test_sync_and_undo_json(fake_server, capsys) -> None:

@@ -17,6 +17,7 @@ from sklearn.datasets import load_digits
 
 from relabel.comparison import METHOD_COLOURS
 from relabel.dataset import LabeledDataset
+from relabel.models.choice import CandidateScore, ModelChoice
 from relabel.noise import inject_label_noise
 from relabel.report import write_audit_report
 from relabel.scorer import SuspicionScorer
@@ -61,10 +62,29 @@ def audit_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     scores = scorer.scores(("self_influence", "loss", "margin"))
     table = ranking_table(dataset, scores, "self_influence", n_flagged=20)
     report_dir = tmp_path_factory.mktemp("report")
-    paths = write_audit_report(
-        report_dir, dataset, scorer, table, method="self_influence", n_flagged=20, summary={"project": 7}
+    choice = ModelChoice(
+        "logistic",
+        "pixels",
+        "lowest out-of-fold log-loss (0.512 nats)",
+        3,
+        300.0,
+        12.0,
+        [
+            CandidateScore("logistic", "pixels", 0.512, 0.88, 2.0),
+            CandidateScore("cnn", "pixels", skipped="time budget spent"),
+        ],
     )
-    return {"paths": paths, "table": table, "dataset": dataset, "noisy": noisy}
+    paths = write_audit_report(
+        report_dir,
+        dataset,
+        scorer,
+        table,
+        method="self_influence",
+        n_flagged=20,
+        summary={"project": 7},
+        model_choice=choice,
+    )
+    return {"paths": paths, "table": table, "dataset": dataset, "noisy": noisy, "choice": choice}
 
 
 def test_report_files_exist_and_agree(audit_report) -> None:
@@ -147,6 +167,10 @@ def test_report_in_headless_chromium_renders_links_and_filters(audit_report, tmp
         browser.goto(html_path.as_uri())
         browser.wait_for_selector("#flagged tbody tr", visible=True)
         browser.screenshot(tmp_path / "report.png")
+        cards = browser.evaluate("[...document.querySelectorAll('.card')].map(c => c.innerText)")
+        assert any("logistic on pixels" in card and "model (chosen by auto)" in card for card in cards)
+        assert browser.text(".model-choice") == audit_report["choice"].describe()
+        assert "cnn on pixels: not measured (time budget spent)" in browser.text(".model-choice")
         assert browser.count("#flagged tbody tr", visible=True) == 20
         assert browser.text("#filter-count") == "20 of 20 items shown"
         # every item link (and every supporter's) opens this project's task in Label Studio
