@@ -125,7 +125,6 @@ class AuditSettings:
         "to take ≤ 2 min, else the last layer",
         choices=INFLUENCE_SCOPES,
     )
-<<<<<<< HEAD
     folds: int = setting(
         5,
         "k of the seeded k-fold out-of-fold probabilities behind the estimated number of label errors and "
@@ -133,14 +132,13 @@ class AuditSettings:
         "relabel/out_of_fold.py); 0 = in-sample probabilities, which count too few for a model that "
         "memorises its labels",
         metavar="K",
-=======
+    )
     auto_budget_seconds: float = setting(
         DEFAULT_BUDGET_SECONDS,
         "model auto: seconds the candidates' out-of-fold measurement may take (the first candidate, "
         "logistic, is always measured; a candidate projected past the budget is not finished)",
         metavar="SECONDS",
         flag="--auto-budget",
->>>>>>> 9c9ec84 (model="auto" as the audit default (issue 17, part 1): candidates by data kind, chosen by 3-fold out-of-fold log-loss within --auto-budget; the choice and why in the summary, the report and --json; predict_proba on every model kind; scripts/bench_auto_model.py)
     )
 
     def __post_init__(self) -> None:

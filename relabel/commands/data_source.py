@@ -48,12 +48,15 @@ def add_data_source_options(parser: argparse.ArgumentParser, *, extra_columns: b
 @dataclass
 class Features:
     """A dataset and the feature matrix the model is fitted to: ``X`` (n, d) float64, or (n, C, H, W) for
-    the CNN with ``image_shape`` (C, H, W); ``description``: one line naming the source."""
+    the CNN with ``image_shape`` (C, H, W); ``description``: one line naming the source; ``model``: the
+    model the features are for (what ``auto`` chose, with ``model_choice``, when it was asked for)."""
 
     dataset: LabeledDataset
     X: np.ndarray
     image_shape: tuple[int, ...] | None
     description: str
+    model: str = "logistic"
+    model_choice: Any = None
 
     @property
     def y(self) -> np.ndarray:
@@ -143,6 +146,9 @@ def load_items(
 
         dataset = pull_labeled(connector_from_args(args), args.project, args.control)
         description = f"Label Studio project {args.project} ({len(dataset)} labeled tasks)"
+    from relabel.models.choice import resolve_model
+
+    model, choice = resolve_model(model, dataset, args)
     features = getattr(args, "features", "auto")
     X, image_shape = featurize(
         dataset,
@@ -151,7 +157,7 @@ def load_items(
         features="auto" if "," in features else features,
         device=getattr(args, "device", "cpu"),
     )
-    return Features(dataset, X, image_shape, description)
+    return Features(dataset, X, image_shape, description, model, choice)
 
 
 def truthy(values: pd.Series) -> np.ndarray:

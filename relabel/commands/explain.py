@@ -13,6 +13,7 @@ anything: ``DIR/explain.parquet`` holds each flagged item's strongest supporters
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,10 @@ def explain_by_refitting(args: argparse.Namespace, per_side: int) -> dict[str, A
     options: dict[str, Any] = {}
     if items.image_shape is not None:
         options["image_shape"] = items.image_shape
+    if items.model_choice is not None:
+        print(items.model_choice.describe(), file=sys.stderr)
     scorer = SuspicionScorer(
-        model=args.model,
+        model=items.model,
         l2=args.l2,
         seed=args.seed,
         progress=show_progress(args),

@@ -23,7 +23,6 @@ from typing import Any
 
 from relabel.errors import RelabelError
 from relabel.featurizers import FEATURE_SETS
-from relabel.methods import MODEL_NAMES, MODELS, describe
 from relabel.settings import AuditSettings
 
 URL_ENV = "LABEL_STUDIO_URL"
@@ -163,12 +162,10 @@ def add_model_options(
     seed: bool = True,
     image_size: bool = True,
     several_features: bool = False,
-    auto_model: bool = False,
 ) -> None:
     """``--l2``, ``--features``, ``--device`` and (each optionally) ``--model``, ``--method``, ``--seed``,
     ``--image-size``, ``--influence-parameters``: each made from its :class:`AuditSettings` field.
-    ``auto_model`` (the audit): ``--model`` as the field has it (``auto`` the default) and
-    ``--auto-budget``; otherwise ``--model`` names one model of the registry, logistic by default."""
+    With ``--model`` comes ``--auto-budget`` (the seconds ``--model auto`` may spend choosing)."""
     group = parser.add_argument_group("model")
     names = [
         name
@@ -179,21 +176,12 @@ def add_model_options(
             ("seed", seed),
             ("image_size", image_size),
             ("influence_parameters", model),
-            ("auto_budget_seconds", model and auto_model),
+            ("auto_budget_seconds", model),
         )
         if wanted
     ]
     for name in names:
-        if name == "model" and not auto_model:
-            add_setting(
-                group,
-                name,
-                choices=MODEL_NAMES,
-                default="logistic",
-                help=f"the model fitted to the labels: {describe(MODELS)} (default: logistic)",
-            )
-        else:
-            add_setting(group, name)
+        add_setting(group, name)
     add_feature_options(group, several=several_features)
 
 

@@ -155,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
         feature_columns=comma_list(args.feature_columns) if args.feature_columns else None,
         text_column=args.text_column,
     )
+    from relabel.models.choice import resolve_model
+
+    model, choice = resolve_model(args.model, dataset, args)
+    if choice is not None:
+        print(choice.describe(), file=sys.stderr)
     if dataset.kind == "tabular" and args.raw_features:
         features = dataset.inputs.to_numpy(dtype=float)
     else:
@@ -164,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         )
         features = featurizer.fit_transform(dataset.inputs)
     scorer = SuspicionScorer(
-        model=args.model,
+        model=model,
         solver=args.solver,
         l2=args.l2,
         seed=args.seed,

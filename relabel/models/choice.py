@@ -284,3 +284,24 @@ def pick_candidate(scores: list[CandidateScore], folds: int, budget: float, seco
     if best is first and reason.startswith("lowest"):
         reason += ", with exact self-influence" if best.model == "logistic" else ""
     return ModelChoice(best.model, best.features, reason, folds, budget, seconds, scores)
+
+
+def resolve_model(model: str, dataset: LabeledDataset, options: Any) -> tuple[str, ModelChoice | None]:
+    """``model`` itself, or for ``"auto"`` what :func:`choose_model` picks for ``dataset`` with the settings
+    ``options`` carries (an argparse namespace of ``relabel rank`` / ``explain``: l2, seed, image_size,
+    features, device; missing ones take the audit's defaults); returns (model name, the choice or None)."""
+    if model != AUTO:
+        return model, None
+    from types import SimpleNamespace
+
+    features = getattr(options, "features", "auto") or "auto"
+    settings = SimpleNamespace(
+        l2=getattr(options, "l2", 1e-3),
+        seed=getattr(options, "seed", 0),
+        image_size=getattr(options, "image_size", None),
+        features="auto" if "," in features else features,
+        device=getattr(options, "device", "cpu"),
+    )
+    budget = getattr(options, "auto_budget_seconds", DEFAULT_BUDGET_SECONDS)
+    choice = choose_model(dataset, settings, budget_seconds=budget)
+    return choice.model, choice
