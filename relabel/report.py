@@ -868,12 +868,10 @@ def write_audit_report(
     is present, the flagged rows are the ones reported, in rank order). ``triage``: a
     :class:`relabel.triage.Triage` already computed for this ranking (e.g. by the pipeline, for the queue);
     computed here otherwise (every flagged item explained once, :data:`ARCHIVE_TOP` per role).
-    ``model_choice``: what ``model="auto"`` chose (:class:`relabel.models.choice.ModelChoice`): shown as a
-    "model" card and a line saying why.
-
-    Writes ``ranking.csv``/``ranking.parquet`` (with the triage columns), ``report.html``,
-    ``explain.parquet`` and ``audit.json``; returns their paths (keys ``ranking_csv``, ``ranking_parquet``,
-    ``report_html``, ``explain``, ``audit_json``).
+    ``model_choice``: what ``model="auto"`` chose (:class:`relabel.models.choice.ModelChoice`), shown.
+    Writes ``ranking.csv``/``ranking.parquet`` (with the triage columns), ``report.html``, ``explain.parquet``
+    and ``audit.json``; returns their paths (keys ``ranking_csv``, ``ranking_parquet``, ``report_html``,
+    ``explain``, ``audit_json``).
     """
     from relabel.triage import triage_audit
 

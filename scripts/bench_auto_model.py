@@ -75,6 +75,7 @@ def load(name: str, items: int, seed: int) -> tuple[object, str, np.ndarray]:
 
     if name == "digits":
         X, y = datasets.load_digits(return_X_y=True)
+        X, y = X[:items], y[:items]  # --items: the first N (all 1,797 by default)
         return pngs(X.reshape(-1, 8, 8) / 16.0), "image", y
     if name == "mnist":
         from scripts.bench_deep_influence import mnist_size_images
@@ -140,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["digits", "breast_cancer", "wine"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--items", type=int, default=1500, help="images of the mnist set")
+    parser.add_argument("--items", type=int, default=None, help="images: the first N digits / N mnist images")
     parser.add_argument("--budget", type=float, default=300.0, help="auto_budget_seconds")
     parser.add_argument("--out", type=Path, default=None, help="also write the per-run rows as CSV")
     args = parser.parse_args(argv)
     rows = []
     for name in args.datasets:
         for seed in args.seeds:
-            dataset, flipped = planted(name, args.items, seed)
+            items = args.items or (1797 if name == "digits" else 1500)
+            dataset, flipped = planted(name, items, seed)
             runs = {
                 model: run_one(dataset, flipped, model, seed)
                 for model in dict.fromkeys(c.model for c in candidates_for(dataset))

@@ -287,8 +287,6 @@ def explain_by_refitting(args: argparse.Namespace, per_side: int) -> dict[str, A
     options: dict[str, Any] = {}
     if items.image_shape is not None:
         options["image_shape"] = items.image_shape
-    if items.model_choice is not None:
-        print(items.model_choice.describe(), file=sys.stderr)
     scorer = SuspicionScorer(
         model=items.model,
         l2=args.l2,
@@ -297,6 +295,8 @@ def explain_by_refitting(args: argparse.Namespace, per_side: int) -> dict[str, A
         influence_parameters=args.influence_parameters,
         **options,
     ).fit(items.X, items.y, classes=list(range(len(classes))))
+    if items.model_choice is not None:
+        print(items.model_choice.describe(), file=sys.stderr)
     if scorer.solver_name == "exact":  # all n self-influences cost one pass of triangular solves
         all_self_influence = scorer.self_influence()
         item_self_influence = float(all_self_influence[position])

@@ -158,8 +158,6 @@ def run(args: argparse.Namespace) -> int:
     from relabel.models.choice import resolve_model
 
     model, choice = resolve_model(args.model, dataset, args)
-    if choice is not None:
-        print(choice.describe(), file=sys.stderr)
     if dataset.kind == "tabular" and args.raw_features:
         features = dataset.inputs.to_numpy(dtype=float)
     else:
@@ -181,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
         exact_precision=args.precision,
     )
     scorer.fit(features, dataset.labels, classes=dataset.classes, item_ids=list(dataset.ids))
+    if choice is not None:
+        print(choice.describe(), file=sys.stderr)
     scores = scorer.scores(tuple(args.methods))
     id_name = args.id_column or "row"
     output = pd.concat(
