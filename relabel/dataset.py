@@ -61,6 +61,24 @@ class LabeledDataset:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One training item among those that most support or oppose a flagged item's current label.
+
+    role:      ``"supports"`` (influence > 0: the training item holds the current label up) or ``"opposes"``
+               (influence < 0: it pulls the model away from the current label).
+    item_id:   the training item's id in its source (a Label Studio task id).
+    label:     the training item's own (given) label.
+    influence: g_jᵀ H⁻¹ g_i, training item j on the flagged item i's loss (docs/maths.md; units of the loss
+               gradient squared times H⁻¹, comparable only within one audit).
+    """
+
+    role: Literal["supports", "opposes"]
+    item_id: Any
+    label: str
+    influence: float
+
+
+@dataclass(frozen=True)
 class FlaggedItem:
     """One item to send for review (what the selection hands to a connector's push).
 
@@ -73,6 +91,8 @@ class FlaggedItem:
                Studio shows a prediction's ``score`` as the model's confidence in it, so this, not the
                suspicion, is what goes there.
     tier:      the triage tier (``likely error``, ``ambiguous``, ``review``; see :mod:`relabel.triage`).
+    evidence:  its strongest supporting, then opposing, training items (:class:`Evidence`, strongest first
+               within each role; empty when not explained), shown to the reviewer as the reasons.
     """
 
     task_id: int
@@ -82,6 +102,7 @@ class FlaggedItem:
     current: str | None = None
     probability: float | None = None
     tier: str | None = None
+    evidence: tuple[Evidence, ...] = ()
 
 
 def text_inputs(inputs: Any) -> list[str]:

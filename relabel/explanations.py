@@ -1,16 +1,20 @@
 """Explanations of many items at once: for each, the training items that most support and most oppose its
 current label, by influence(j → i) = g_jᵀ H⁻¹ g_i (:mod:`relabel.influence.base`; > 0 supports, < 0
-opposes), from a fitted scorer's factorisation (no refit). The report (:mod:`relabel.report`), the triage
-(:mod:`relabel.triage`) and ``relabel explain`` use it.
+opposes), from a fitted scorer's factorisation (no refit). The report (:mod:`relabel.report`), the
+triage (:mod:`relabel.triage`), ``relabel explain`` and the review queue (each flagged item's strongest
+supporters and opposers, :func:`with_evidence`) use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from relabel.dataset import Evidence, FlaggedItem
 
 
 def explanations_for(
@@ -68,3 +72,33 @@ def _explanation_table(
 def _plain(value: Any) -> Any:
     """numpy scalar → Python scalar (stable dict keys and JSON)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+EVIDENCE_PER_ROLE = 3  # supporters and opposers each that reach a reviewer with a flagged item
+
+
+def strongest_evidence(table: pd.DataFrame | None, per_role: int = EVIDENCE_PER_ROLE) -> tuple[Evidence, ...]:
+    """The ``per_role`` strongest supporters (largest influence > 0), then the ``per_role`` strongest
+    opposers (most negative influence), of one explanation table (:func:`explanations_for`'s rows, which
+    hold each role strongest first); empty for a missing table."""
+    if table is None or len(table) == 0:
+        return ()
+    evidence: list[Evidence] = []
+    for role in ("supports", "opposes"):
+        rows = table[table["role"] == role]
+        ordered = rows.sort_values("influence", ascending=(role == "opposes"), kind="stable")
+        evidence += [
+            Evidence(role=role, item_id=_plain(row.id), label=str(row.label), influence=float(row.influence))
+            for row in ordered.head(per_role).itertuples(index=False)
+        ]
+    return tuple(evidence)
+
+
+def with_evidence(
+    items: Sequence[FlaggedItem], explanations: Mapping[Any, pd.DataFrame], per_role: int = EVIDENCE_PER_ROLE
+) -> list[FlaggedItem]:
+    """``items`` with their :attr:`FlaggedItem.evidence` filled from ``explanations`` (item id → table, as
+    :func:`explanations_for` returns; an item without one keeps no evidence)."""
+    return [
+        replace(item, evidence=strongest_evidence(explanations.get(item.task_id), per_role)) for item in items
+    ]

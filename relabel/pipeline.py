@@ -25,6 +25,7 @@ import pandas as pd
 
 from relabel.dataset import LabeledDataset
 from relabel.errors import InputError
+from relabel.explanations import with_evidence
 from relabel.settings import AuditSettings
 
 
@@ -318,7 +319,7 @@ def rank_dataset(
             explain_top=max(settings.explain_top, ARCHIVE_TOP),
             out_of_fold=getattr(scorer, "out_of_fold", None),
         )
-    items = flagged_items(triage.table)
+    items = with_evidence(flagged_items(triage.table), triage.explanations)  # the reasons a reviewer sees
     return RankedItems(dataset, scorer, triage.table, triage, items, n_features, choice)
 
 

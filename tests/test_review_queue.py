@@ -98,8 +98,8 @@ def test_view_push_creates_one_prediction_per_flagged_task_and_the_view(label_st
     for item in items:
         prediction = by_task[item.task_id]
         assert prediction["model_version"] == "relabel-self_influence"
-        assert prediction["score"] == pytest.approx(item.probability)  # the model's confidence
-        assert prediction["mislabeling"] == pytest.approx(item.score)  # the suspicion
+        assert prediction["score"] == pytest.approx(item.score)  # the suspicion: the tab sorts by it
+        assert prediction["mislabeling"] == pytest.approx(item.score)
         assert 0.0 <= prediction["score"] <= 1.0
         assert prediction["result"] == choice_result(item.suggested)
     assert items[0].score == pytest.approx(1.0)
@@ -174,7 +174,7 @@ def test_project_mode_builds_review_project_in_rank_order(label_studio, connecto
     assert review["title"] == "Sentiment batch" + REVIEW_TITLE_SUFFIX
     assert review_marker(project_id) in review["description"]
     assert review["sampling"] == "Sequential sampling"
-    assert 'name="relabel_note"' in review["label_config"]
+    assert 'name="relabel_reasons"' in review["label_config"]  # tests/test_reviewer_view.py
     assert review["model_version"] == SUGGESTION_MODEL_VERSION  # pre-fills the labeling form
     tasks = sorted(export_tasks(label_studio, result.review_project_id), key=lambda task: task["id"])
     assert [task["data"]["relabel_rank"] for task in tasks] == list(range(1, 8))

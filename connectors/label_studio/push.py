@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import connectors.label_studio.queue_plan as plan
+import connectors.label_studio.reviewer_view as reviewer_view
 from connectors.label_studio.annotations import counting_annotations, newest_label
 from connectors.label_studio.client import LabelStudioClient
 from connectors.label_studio.config import ClassificationTarget, parse_labeling_config
@@ -123,7 +124,7 @@ class ReviewQueue:
                 f"({', '.join(target.classes)})"
             )
         if mode == "view":
-            result = self._push_view(int(project_id), items, method, target, basis)
+            result = self._push_view(int(project_id), project, items, method, target, basis)
         else:
             result = self._push_project(int(project_id), project, items, target, dict(task_data or {}), basis)
         result.seconds = time.perf_counter() - started
@@ -133,6 +134,7 @@ class ReviewQueue:
     def _push_view(
         self,
         project_id: int,
+        project: dict[str, Any],
         items: Sequence[FlaggedItem],
         method: str,
         target: ClassificationTarget,
@@ -176,10 +178,13 @@ class ReviewQueue:
         result.predictions_created = len(changes.create)
         if self.write_mislabeling and changes.create:
             result.mislabeling_written = self._write_mislabeling(owned, wanted, changes.create)
-        view_id, result.view_created = self._upsert_view(
-            project_id, f"{plan.MODEL_VERSION_PREFIX}{method}", plan.queue_record(len(items), basis)
+        model_version = f"{plan.MODEL_VERSION_PREFIX}{method}"
+        view_id, result.view_created, entry = self._upsert_view(
+            project_id, model_version, plan.queue_record(len(items), basis)
         )
         result.view_id = view_id
+        if items:
+            result.model_version_note = self._sort_by_suspicion(project_id, project, model_version, entry)
         result.url = self.client.browser_url(project_id, view_id)
         return result
 
@@ -197,10 +202,36 @@ class ReviewQueue:
         )
         return len(fresh)
 
-    def _upsert_view(self, project_id: int, model_version: str, record: dict[str, Any]) -> tuple[int, bool]:
-        """(id of relabel's tab, whether it was created now). Only the tab recorded in the ledger is
-        updated; tabs a crashed run left are removed; a person's tab of the same title is left alone.
-        ``record`` (the queue's size and basis) is kept in the tab's ledger entry."""
+    def _sort_by_suspicion(
+        self, project_id: int, project: dict[str, Any], model_version: str, entry: Entry
+    ) -> str:
+        """Make the tab's ordering by prediction score work: Label Studio 1.23 averages only the predictions
+        of the project's ``model_version`` setting, so relabel sets it to ``model_version`` where it is unset
+        (``""``/None: nothing of the user's is replaced), records that in the tab's ledger entry (``undo``
+        puts ``""`` back), and leaves a version the user chose alone. Returns the one line saying so in
+        that last case (else ``""``)."""
+        chosen = project.get("model_version")
+        if chosen == model_version:
+            return ""
+        if chosen:
+            return (
+                f"project {project_id}'s model version is {chosen!r} (set in Label Studio, left as it is), "
+                f"so relabel's tab lists tasks by id and its score column is empty; set it to "
+                f"{model_version!r} (project Settings → Annotation → Prelabeling) to sort the tab by "
+                "suspicion"
+            )
+        self.client.update_project(project_id, model_version=model_version)
+        project["model_version"] = model_version
+        entry.data["model_version_set"] = model_version
+        self.ledger.save(entry)
+        return ""
+
+    def _upsert_view(
+        self, project_id: int, model_version: str, record: dict[str, Any]
+    ) -> tuple[int, bool, Entry]:
+        """(id of relabel's tab, whether it was created now, its ledger entry). Only the tab recorded in the
+        ledger is updated; tabs a crashed run left are removed; a person's tab of the same title is left
+        alone. ``record`` (the queue's size and basis) is kept in the tab's ledger entry."""
         kept, surplus = owned_view(self.client, self.ledger, project_id)
         for entry in surplus:
             self.client.delete_view(int(entry.data["object_id"]))
@@ -211,13 +242,13 @@ class ReviewQueue:
             if any(kept.data.get(key) != value for key, value in record.items()):
                 kept.data.update(record)
                 self.ledger.save(kept)
-            return int(kept.data["object_id"]), False
+            return int(kept.data["object_id"]), False, kept
         nonce = new_nonce()
         entry = self.ledger.add(project_id, "view", nonce=nonce, object_id=None, **record)
         view = self.client.create_view(project_id, {**plan.view_data(model_version), "relabel_nonce": nonce})
         entry.data["object_id"] = int(view["id"])
         self.ledger.save(entry)
-        return int(view["id"]), True
+        return int(view["id"]), True, entry
 
     # ------------------------------------------------------------------ project mode
     def _push_project(
@@ -250,7 +281,7 @@ class ReviewQueue:
             entry.data["skip_queue_set"] = True
         reviewed = {s for s, task in by_source.items() if plan.review_task_state(task) == plan.REVIEWED}
         wanted = self._wanted_review_fields(
-            project_id, [i for i in items if i.task_id not in reviewed], target
+            project_id, items, [i for i in items if i.task_id not in reviewed], target, task_data
         )
         steps = plan.plan_review_tasks(by_source, surplus, [item.task_id for item in items], wanted)
         self.client.delete_tasks(review_id, steps.delete)
@@ -271,22 +302,38 @@ class ReviewQueue:
         return result
 
     def _wanted_review_fields(
-        self, project_id: int, items: Sequence[FlaggedItem], target: ClassificationTarget
+        self,
+        project_id: int,
+        flagged: Sequence[FlaggedItem],
+        items: Sequence[FlaggedItem],
+        target: ClassificationTarget,
+        task_data: dict[int, dict[str, Any]],
     ) -> dict[int, dict[str, Any]]:
-        """source task → the relabel fields its review task should carry (the current label read from the
-        source project where the ranking does not give it)."""
+        """source task → the relabel fields its review task should carry, for ``items`` (the current label
+        read from the source project where the ranking does not give it; the reason block built with the
+        evidence tasks' data, ``task_data`` filled with those it lacked; ``flagged``: every flagged item,
+        marked ⚑ among the evidence)."""
         source_tasks = self._source_tasks(
             project_id, [item.task_id for item in items if item.current is None]
         )
-        return {
-            item.task_id: plan.review_task_meta(
-                item,
+        needed = sorted({int(e.item_id) for item in items for e in item.evidence} - set(task_data))
+        for task_id, task in self._source_tasks(project_id, needed).items():
+            task_data[task_id] = dict(task.get("data") or {})
+        marked = {item.task_id for item in flagged}
+
+        def task_url(task_id: int) -> str:
+            return f"{self.client.browser_url(project_id)}?task={int(task_id)}"
+
+        wanted = {}
+        for item in items:
+            current = (
                 item.current
                 if item.current is not None
-                else newest_label(counting_annotations(source_tasks[item.task_id]), target),
+                else newest_label(counting_annotations(source_tasks[item.task_id]), target)
             )
-            for item in items
-        }
+            reasons = reviewer_view.reasons_html(item, current, target, task_data, marked, task_url)
+            wanted[item.task_id] = plan.review_task_meta(item, current, reasons)
+        return wanted
 
     def _update_review_tasks(
         self, review_id: int, steps: plan.ReviewTaskPlan, target: ClassificationTarget
@@ -319,7 +366,7 @@ class ReviewQueue:
             self.client.import_predictions(review_id, missing)
         self._each(
             lambda task: self.client.update_task_data(
-                int(task["id"]), {**task["data"], "relabel_rank": None}
+                int(task["id"]), {plan.REASONS_TAG_NAME: "", **task["data"], **plan.UNRANKED}
             ),
             steps.unrank,
             "clear ranks out of the queue",
@@ -361,7 +408,9 @@ class ReviewQueue:
                 self.client.delete_project(extra)
                 self.ledger.remove(entry)
         if kept is not None:
-            return kept, self.client.get_project(int(kept.data["object_id"])), False
+            review = self.client.get_project(int(kept.data["object_id"]))
+            self._present_review_project(kept, review, project_id, project)
+            return kept, review, False
         nonce = new_nonce()
         entry = self.ledger.add(
             project_id, "review_project", nonce=nonce, object_id=None, skip_queue_set=True
@@ -373,7 +422,9 @@ class ReviewQueue:
                 "Choose the correct label; `relabel sync` copies your decisions back. "
                 f"{plan.review_marker(project_id)} {nonce_marker(nonce)}"
             ),
-            label_config=plan.review_label_config(project.get("label_config") or ""),
+            label_config=reviewer_view.review_label_config(project.get("label_config") or ""),
+            expert_instruction=reviewer_view.instructions(project_id),
+            show_instruction=True,
             sampling="Sequential sampling",
             show_collab_predictions=True,
             maximum_annotations=1,
@@ -381,7 +432,33 @@ class ReviewQueue:
         )
         entry.data.update(object_id=int(created["id"]), object_created_at=created.get("created_at"))
         self.ledger.save(entry)
+        self._present_review_project(entry, created, project_id, project)
         return entry, created, True
+
+    def _present_review_project(
+        self, entry: Entry, review: dict[str, Any], project_id: int, project: dict[str, Any]
+    ) -> None:
+        """Bring what a reviewer sees in relabel's review project up to date: the labeling config (the
+        source's with the reason block, built again when the project predates the block), the instructions
+        and relabel's Data Manager tab (its id kept in the review project's ledger entry)."""
+        review_id = int(review["id"])
+        changes: dict[str, Any] = {}
+        if f'name="{reviewer_view.REASONS_TAG_NAME}"' not in str(review.get("label_config") or ""):
+            changes["label_config"] = reviewer_view.review_label_config(project.get("label_config") or "")
+        if review.get("expert_instruction") != reviewer_view.instructions(project_id) or not review.get(
+            "show_instruction"
+        ):
+            changes.update(expert_instruction=reviewer_view.instructions(project_id), show_instruction=True)
+        if changes:
+            self.client.update_project(review_id, **changes)
+            review.update(changes)
+        tab = reviewer_view.review_tab_data(plan.RELABEL_FIELD_KEYS)
+        tab_id = entry.data.get("tab_id")
+        if tab_id is not None and int(tab_id) in {int(v["id"]) for v in self.client.list_views(review_id)}:
+            self.client.update_view(int(tab_id), review_id, tab)
+            return
+        entry.data["tab_id"] = int(self.client.create_view(review_id, tab)["id"])
+        self.ledger.save(entry)
 
     def _source_tasks(self, project_id: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The exported source tasks of ``task_ids``; ConnectorError if one is gone."""

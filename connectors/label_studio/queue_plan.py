@@ -9,13 +9,15 @@ Two queue modes
 ---------------
 ``view``, inside the source project:
     * one prediction per flagged task, ``model_version = "relabel-<method>"``, as result the label the
-      model suggests (a ``choices`` region for the project's Choices control), ``score`` = the model's
-      probability of that label (Label Studio's convention: the Data Manager shows and sorts it as the
-      prediction's confidence), ``mislabeling`` = the item's normalised suspicion in [0, 1];
+      model suggests (a ``choices`` region for the project's Choices control), ``score`` and
+      ``mislabeling`` = the item's normalised suspicion in [0, 1] (the score is what the Data Manager
+      shows as a column and sorts by; see :func:`wanted_predictions`);
     * one Data Manager view titled ``relabel: review queue`` whose filter keeps the tasks holding
-      relabel's predictions (see :func:`view_data`) and whose ordering is ``["-tasks:predictions_score"]``
-      (effective only where the project's ``model_version`` setting is relabel's, which relabel does not
-      change: otherwise the tab lists tasks in id order).
+      relabel's predictions (see :func:`view_data`) and whose ordering is ``["-tasks:predictions_score"]``,
+      most suspicious first. That ordering (and the score column) works only where the project's
+      ``model_version`` setting is relabel's: relabel sets it where it is unset (``""``, as in every project
+      created without an ML backend; ``undo`` unsets it again) and leaves a version the user chose alone,
+      saying in one line that the tab then lists tasks by id.
 
     A re-run finds its predictions and its view through relabel's ledger (their recorded ids): predictions
     that are already right are left alone, stale ones are deleted, missing ones created, the view updated.
@@ -24,10 +26,13 @@ Two queue modes
 puts an already-labelled task back in the labeling stream):
     * titled ``<source title> — relabel review``, found again through relabel's ledger (its recorded id;
       the description marker ``[relabel-review-of:<id>]`` is for people), Sequential sampling, the source
-      labeling config plus one ``Text`` tag showing relabel's note (``$relabel_note``);
+      labeling config with a compact reason block above the item, instructions shown before labeling, and
+      a Data Manager tab with readable columns sorted by rank (all in
+      :mod:`connectors.label_studio.reviewer_view`);
     * one task per flagged source task, created in rank order, with the source task's data plus
       ``relabel_source_task``, ``relabel_rank``, ``relabel_score``, ``relabel_suggested``,
-      ``relabel_probability``, ``relabel_tier``, ``relabel_current`` and ``relabel_note``, and the model's
+      ``relabel_probability``, ``relabel_tier``, ``relabel_current``, ``relabel_note``, ``relabel_reasons``
+      (the reason block's HTML) and the readable copies of rank, tier and labels, and the model's
       suggested label pre-filled as a prediction (model_version ``relabel-suggestion``, set as the review
       project's model version so that Label Studio pre-fills the labeling form with it; its ``score`` is
       the model's probability of that label).
@@ -75,8 +80,8 @@ Label Studio 1.23 facts this relies on (measured against a local server):
       "included": [ids]}}`` deletes tasks in bulk.
     * The view ordering ``-tasks:predictions_score`` sorts by the average prediction score only when the
       project's ``model_version`` setting is unset (``None``) or equals relabel's; projects created through
-      the API have ``""`` there, and then Label Studio shows tasks in id order. relabel does not change the
-      project's settings to force it.
+      the API have ``""`` there, and then Label Studio shows tasks in id order and an empty score column.
+      ``PATCH /api/projects/{id}/`` accepts a ``model_version`` only once predictions of it exist.
 """
 
 from __future__ import annotations
@@ -87,8 +92,8 @@ from typing import Any
 
 from connectors.label_studio.annotations import counting_annotations
 from connectors.label_studio.config import ClassificationTarget
+from connectors.label_studio.reviewer_view import DISPLAY_COLUMNS, REASONS_TAG_NAME, display_fields
 from relabel.dataset import FlaggedItem
-from relabel.errors import InputError
 
 MODEL_VERSION_PREFIX = "relabel-"
 SUGGESTION_MODEL_VERSION = "relabel-suggestion"  # the review project's pre-filled suggestion
@@ -96,7 +101,7 @@ VIEW_TITLE = "relabel: review queue"
 REVIEW_TITLE_SUFFIX = " — relabel review"
 SYNC_REGION_PREFIX = "relabel-sync-"
 ACCEPT_REGION_PREFIX = "relabel-accept-"  # region id of a suggestion accepted in bulk by `relabel accept`
-RELABEL_DATA_KEYS = (
+RELABEL_FIELD_KEYS = (
     "relabel_source_task",
     "relabel_rank",
     "relabel_score",
@@ -105,16 +110,26 @@ RELABEL_DATA_KEYS = (
     "relabel_tier",
     "relabel_current",
     "relabel_note",
+    REASONS_TAG_NAME,
 )
-NOTE_TAG_NAME = "relabel_note"
+# The machine-readable fields above, then the same facts under keys that read as Data Manager column titles.
+RELABEL_DATA_KEYS = RELABEL_FIELD_KEYS + tuple(DISPLAY_COLUMNS)
+# What a task out of the queue gets: no rank (in both the machine field and its readable column).
+UNRANKED = {
+    "relabel_rank": None,
+    **{key: None for key, name in DISPLAY_COLUMNS.items() if name == "relabel_rank"},
+}
 PROJECT_TITLE_MAX_LENGTH = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
 
 # Chunk sizes for bulk requests (one request per chunk). A prediction import costs a few seconds per request
 # whatever its size on a local 1.23 server (2,000 predictions: 5.7 s in one request, 18.6 s in four), so
 # predictions go in as few requests as possible.
 PREDICTION_IMPORT_CHUNK = 5000
-# Data Manager columns relabel's tab hides (Label Studio 1.23 column ids).
+# Data Manager columns relabel's tab hides (Label Studio 1.23 column ids). The annotation and prediction
+# results are shown as raw JSON cut off before the label, so they are hidden too.
 HIDDEN_VIEW_COLUMNS = (
+    "annotations_results",
+    "predictions_results",
     "inner_id",
     "completed_at",
     "total_annotations",
@@ -166,6 +181,7 @@ class PushResult:
     review_tasks_removed: int = 0
     review_tasks_kept_with_work: int = 0
     already_reviewed: int = 0
+    model_version_note: str = ""  # view mode: why the tab cannot sort by suspicion (empty when it does)
     skipped: int = 0
     pending: int = 0
     review_states: dict[int, str] = field(default_factory=dict)
@@ -176,11 +192,12 @@ class PushResult:
         """One or two human-readable lines."""
         if self.mode == "view":
             verb = "created" if self.view_created else "updated"
-            return (
+            line = (
                 f"view '{VIEW_TITLE}' {verb} in project {self.project_id} with {self.n_flagged} tasks "
                 f"(predictions: {self.predictions_created} new, {self.predictions_kept} unchanged, "
                 f"{self.predictions_deleted} removed): {self.url}"
             )
+            return line + (f"\n{self.model_version_note}" if self.model_version_note else "")
         verb = "created" if self.review_project_created else "updated"
         kept_with_work = (
             f", {self.review_tasks_kept_with_work} kept because a reviewer worked on them though their "
@@ -350,17 +367,6 @@ def review_title(source_title: str) -> str:
     return f"{source_title}{REVIEW_TITLE_SUFFIX}"
 
 
-def review_label_config(source_config: str) -> str:
-    """The source labeling config plus a ``Text`` tag that shows relabel's note about the task."""
-    if f'name="{NOTE_TAG_NAME}"' in source_config:
-        return source_config
-    note_tag = f'<Text name="{NOTE_TAG_NAME}" value="${NOTE_TAG_NAME}"/>'
-    position = source_config.rfind("</View>")
-    if position < 0:
-        raise InputError("The source labeling config has no closing </View>; cannot build the review project")
-    return source_config[:position] + f"  {note_tag}\n" + source_config[position:]
-
-
 # ---------------------------------------------------------------------------------------------- planning
 
 
@@ -390,21 +396,25 @@ def wanted_predictions(
     items: Sequence[FlaggedItem], method: str, target: ClassificationTarget
 ) -> dict[int, dict[str, Any]]:
     """task id → the prediction a view-mode push wants on it: model_version ``relabel-<method>``, the
-    suggested label as result, ``score`` = the model's probability of it (Label Studio's convention), and
-    ``mislabeling`` = the normalised suspicion (written in a second pass: the bulk import ignores it)."""
+    suggested label as result, and ``score`` = ``mislabeling`` = the item's normalised suspicion in [0, 1]
+    (``mislabeling`` is written in a second pass: the bulk import ignores it).
+
+    The score is the suspicion, not the model's probability of its suggestion (Label Studio's usual meaning
+    of a prediction score), because it is the only per-task number relabel can put in the source project that
+    the Data Manager shows as a column and sorts by: with it, relabel's tab lists the flagged tasks most
+    suspicious first (rank = row) with the suspicion in its "Prediction score" column.
+    """
     model_version = f"{MODEL_VERSION_PREFIX}{method}"
-    wanted = {}
-    for item in items:
-        payload: dict[str, Any] = {
+    return {
+        item.task_id: {
             "task": item.task_id,
             "model_version": model_version,
             "result": target.result(item.suggested),
+            "score": round_score(item.score),
             "mislabeling": round_score(item.score),
         }
-        if item.probability is not None:
-            payload["score"] = round_score(item.probability)
-        wanted[item.task_id] = payload
-    return wanted
+        for item in items
+    }
 
 
 @dataclass
@@ -502,16 +512,17 @@ def view_data(model_version: str) -> dict[str, Any]:
             ],
         },
         "ordering": ["-tasks:predictions_score"],
-        # Show the item (task data), the given label (annotation results), the suggestion (prediction
-        # results) and its probability; hide the bookkeeping columns.
+        # Show the task id, the suspicion (the "Prediction score" column) and the item (task data); hide
+        # the bookkeeping columns and the raw-JSON results.
         "hiddenColumns": {"explore": [f"tasks:{name}" for name in HIDDEN_VIEW_COLUMNS], "labeling": []},
     }
 
 
-def review_task_meta(item: FlaggedItem, current: str | None) -> dict[str, Any]:
-    """The relabel fields of one review task (see ``RELABEL_DATA_KEYS``)."""
+def review_task_meta(item: FlaggedItem, current: str | None, reasons: str = "") -> dict[str, Any]:
+    """The relabel fields of one review task (see ``RELABEL_DATA_KEYS``); ``reasons``: its reason block
+    (:func:`connectors.label_studio.reviewer_view.reasons_html`)."""
     shown = current if current is not None else "(none)"
-    return {
+    meta = {
         "relabel_source_task": item.task_id,
         "relabel_rank": int(item.rank),
         "relabel_score": round_score(item.score),
@@ -527,7 +538,9 @@ def review_task_meta(item: FlaggedItem, current: str | None) -> dict[str, Any]:
             + ("" if item.probability is None else f" (p = {item.probability:.2f})")
             + " (pre-filled: submit to accept it, or pick another label)"
         ),
+        REASONS_TAG_NAME: reasons,
     }
+    return {**meta, **display_fields(meta)}
 
 
 def review_task_payload(

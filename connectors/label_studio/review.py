@@ -450,6 +450,7 @@ def undo(
     view, extra_views = owned_view(client, ledger, project_id)
     views = [entry for entry in (view, *extra_views) if entry is not None]
     for entry in views:
+        _restore_model_version(client, project_id, entry.data.get("model_version_set"))
         client.delete_view(int(entry.data["object_id"]))
         ledger.remove(entry)
         result.views_deleted += 1
@@ -467,6 +468,14 @@ def undo(
         owned_ids,
     )
     return result
+
+
+def _restore_model_version(client: LabelStudioClient, project_id: int, set_by_relabel: str | None) -> None:
+    """Put the project's ``model_version`` setting back to unset (``""``) where relabel set it (its view's
+    ledger entry says which) and it still is that (or None: Label Studio clears it when the version's
+    predictions are deleted); a version someone chose since is left alone."""
+    if set_by_relabel and client.get_project(project_id).get("model_version") in (set_by_relabel, None):
+        client.update_project(project_id, model_version="")
 
 
 def _undo_predictions(

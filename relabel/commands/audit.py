@@ -37,14 +37,19 @@ examples:
 
 what it writes (re-running updates it; nothing is duplicated, no annotation is ever changed):
   --queue project  (default) a project "<title> — relabel review" with copies of the flagged tasks in
-                   rank order (Sequential sampling), the model's suggested label pre-filled: submit to
-                   accept it or pick another; then `relabel sync --project ID` copies the decisions back
-                   as new annotations.
-  --queue view     in the project: one prediction per flagged task (model_version relabel-<method>,
-                   result = the model's suggested label, score = the model's probability of it,
+                   rank order (Sequential sampling): each shows a reason block above the item (the
+                   training items that most support and most oppose its label, linked to their
+                   tasks) and the model's suggested label pre-filled: submit to accept it or pick
+                   another. Instructions, and a Data Manager tab with readable columns sorted by rank.
+                   Then `relabel sync --project ID` copies the decisions back as new annotations.
+  --queue view     the lighter option, in the project itself: one prediction per flagged task
+                   (model_version relabel-<method>, result = the model's suggested label, score =
                    mislabeling = the task's suspicion as the share of tasks scoring lower, 1 = most
-                   suspicious) and a Data Manager tab "relabel: review queue" showing only the flagged
-                   tasks.
+                   suspicious, not the model's confidence) and a Data Manager tab "relabel: review
+                   queue" of the flagged tasks, most suspicious first (rank = row). Sorting needs the
+                   project's model version to be relabel's: set where unset (undo unsets it), left
+                   alone where you chose one (then: id order, one line says so). No reasons, rank,
+                   tier, label columns or instructions in Label Studio (see --report).
   `relabel undo --project ID` removes all of it again.
 
 tasks it cannot read:
