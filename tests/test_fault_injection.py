@@ -101,7 +101,7 @@ def test_a_duplicated_review_project_and_a_teams_relabel_model_are_left_alone(la
         int(copy["id"]),
         [
             {
-                "data": {**task["data"], "relabel_note": "copied"},
+                "data": {**task["data"], "relabel_note": "copied", "relabel_reasons": "copied"},
                 "annotations": [{"result": choice_result("pos")}],
             }
         ],
