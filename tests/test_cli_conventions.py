@@ -196,7 +196,7 @@ def test_help_texts_state_what_happens() -> None:
     audit = " ".join(help_of("audit").split())
     assert "(default: project)" in audit and AuditSettings().queue == "project"
     assert "as a view in project" not in audit and "normalised suspicion" not in audit
-    assert "score = the model's probability of it" in audit
+    assert "score = mislabeling = the task's suspicion" in audit and "not the model's confidence" in audit
     assert "suggested label pre-filled" in audit and "current label pre-filled" not in audit
     # --top-fraction's printed default is the share used when neither --top nor --top-fraction is given
     assert f"(default: {DEFAULT_TOP_FRACTION} when --top is not given)" in audit
