@@ -470,6 +470,7 @@ def test_reaudit_never_deletes_a_task_holding_a_draft_or_a_skip(label_studio, co
     for item in items[4:]:  # reviewer work: the same task is still there, out of the ranked queue
         assert after[item.task_id]["id"] == before[item.task_id]["id"]
         assert after[item.task_id]["data"]["relabel_rank"] is None
+        assert after[item.task_id]["data"]["relabel rank"] is None  # the readable column too
         assert after[item.task_id]["data"]["relabel_note"] == before[item.task_id]["data"]["relabel_note"]
     assert after[items[5].task_id]["drafts"][0]["result"] == choice_result(items[5].current)
     assert (result.review_tasks_removed, result.review_tasks_kept_with_work) == (1, 2)
