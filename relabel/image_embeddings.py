@@ -39,6 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from relabel.errors import InputError
+from relabel.optional_modules import missing_modules
 from relabel.text_embeddings import EmbeddingCache, default_cache_dir
 
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -86,15 +87,7 @@ def missing_image_requirements(model: str = DEFAULT_IMAGE_MODEL) -> list[str]:
     """The Python modules that ``model`` needs and that are not importable (empty: ready to use)."""
     if model not in IMAGE_MODEL_PACKAGES:
         raise InputError(f"unknown image model {model!r}: choose one of {', '.join(IMAGE_MODEL_PACKAGES)}")
-    missing = []
-    for module in (ARCHITECTURE_MODULE, IMAGE_MODEL_PACKAGES[model][0]):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(module)
-    return missing
+    return missing_modules(ARCHITECTURE_MODULE, IMAGE_MODEL_PACKAGES[model][0])
 
 
 def image_embeddings_available(model: str = DEFAULT_IMAGE_MODEL) -> bool:

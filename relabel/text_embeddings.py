@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from relabel.dataset import text_inputs
 from relabel.errors import InputError
+from relabel.optional_modules import missing_modules
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: What to install for embedding features, in words a user can paste.
@@ -64,15 +65,7 @@ def missing_requirements(model: str = DEFAULT_MODEL) -> list[str]:
     """
     if model not in MODEL_PACKAGES:
         raise InputError(f"unknown embedding model {model!r}: choose one of {', '.join(MODEL_PACKAGES)}")
-    missing = []
-    for module in ("sentence_transformers", MODEL_PACKAGES[model]):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(module)
-    return missing
+    return missing_modules("sentence_transformers", MODEL_PACKAGES[model])
 
 
 def embeddings_available(model: str = DEFAULT_MODEL) -> bool:
