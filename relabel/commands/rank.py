@@ -217,7 +217,8 @@ def run_streamed(args: argparse.Namespace) -> int:
 
     unsupported = {
         "--text-column": args.text_column is not None,
-        f"--model {args.model}": args.model != "logistic",
+        # auto's only candidate for tabular data is logistic (relabel.models.choice)
+        f"--model {args.model}": args.model not in ("logistic", "auto"),
         f"--solver {args.solver}": args.solver not in ("auto", "exact"),
         "--precision mixed": args.precision != "float64",
     }
